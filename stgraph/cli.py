@@ -1,0 +1,263 @@
+"""Command line: ``stgraph train`` and ``stgraph evaluate``.
+
+Examples::
+
+    stgraph train --model stgcn --dataset synthetic --backbone resnet18 \\
+        --height 128 --width 64 --seq-len 4 --epochs 10 --output runs/synthetic-stgcn
+    stgraph evaluate --checkpoint runs/synthetic-stgcn/checkpoint.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from stgraph.data import create_dataset, list_datasets
+from stgraph.engine import (
+    build_optimizer,
+    evaluate,
+    make_train_loader,
+    train_one_epoch,
+    warmup_cosine,
+)
+from stgraph.losses import ReIDLoss
+from stgraph.models import create_model, get_model_class, list_models
+
+__all__ = ["main", "build_parser"]
+
+#: Keys of metrics.json every run writes (fractions in [0, 1] except the counts).
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "num_query", "num_gallery")
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--dataset", required=required, choices=list_datasets(),
+                   help="dataset name")
+    p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
+    p.add_argument("--split-file", help="torchreid split json (prid2011)")
+    p.add_argument("--split-id", type=int, default=None, help="index into the split file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stgraph", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model, evaluate it, write metrics and a checkpoint")
+    t.add_argument("--model", required=True, choices=list_models())
+    _add_data_args(t, required=True)
+    t.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"])
+    t.add_argument("--last-stride", type=int, default=1)
+    t.add_argument("--pretrained", help="local path of torchvision ImageNet weights (.pth)")
+    t.add_argument("--height", type=int, default=256, help="input height in pixels")
+    t.add_argument("--width", type=int, default=128, help="input width in pixels")
+    t.add_argument("--seq-len", type=int, default=8, help="frames per clip T")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-ids", type=int, default=8, help="identities per batch P")
+    t.add_argument("--batch-instances", type=int, default=4, help="tracklets per identity K")
+    t.add_argument("--lr", type=float, default=3.5e-4)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--warmup-epochs", type=float, default=1.0)
+    t.add_argument("--num-patches", type=int, default=4, help="STGCN patches per frame")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--output", required=True, help="folder for metrics.json and checkpoint.pth")
+    _add_eval_args(t)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint written by 'stgraph train'")
+    e.add_argument("--checkpoint", required=True)
+    _add_data_args(e, required=False)
+    e.add_argument("--output", help="folder to write metrics.json into (optional)")
+    _add_eval_args(e)
+    return parser
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    p.add_argument("--pool", default="mean", choices=["mean", "max"],
+                   help="pooling of clip features per tracklet")
+    p.add_argument("--test-batch", type=int, default=32, help="clips per test batch")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dataset_config(args: argparse.Namespace, base: dict | None = None) -> dict:
+    cfg = dict(base or {})
+    if args.dataset is not None:
+        cfg = {"name": args.dataset}
+    for key in ("root", "split_file", "split_id"):
+        val = getattr(args, key, None)
+        if val is not None:
+            cfg[key] = val
+    if cfg.get("name") != "synthetic" and cfg.get("name") is not None and "root" not in cfg:
+        raise SystemExit(f"stgraph: error: --root is required for --dataset {cfg['name']}")
+    return cfg
+
+
+def _load_dataset(cfg: dict):
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    return create_dataset(cfg["name"], **kwargs)
+
+
+def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
+    candidates = {
+        "backbone": args.backbone, "last_stride": args.last_stride,
+        "pretrained": args.pretrained, "seq_len": args.seq_len,
+        "num_patches": args.num_patches,
+    }
+    params = inspect.signature(get_model_class(name)).parameters
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_outputs(out_dir: Path, metrics: dict, checkpoint: dict | None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        _atomic_write(out_dir / "checkpoint.pth", lambda p: torch.save(checkpoint, p))
+
+    def dump(p):
+        with open(p, "w") as f:
+            json.dump(metrics, f, indent=2)
+
+    _atomic_write(out_dir / "metrics.json", dump)
+
+
+def format_table(metrics: dict) -> str:
+    """Rank-1/5/10/20 and mAP in percent, as a small text table."""
+    cols = ["rank1", "rank5", "rank10", "rank20", "mAP"]
+    head = " | ".join(f"{c:>7}" for c in cols)
+    row = " | ".join(f"{100 * metrics[c]:6.2f}%" for c in cols)
+    rule = "-" * len(head)
+    info = f"{metrics['num_query']} queries vs {metrics['num_gallery']} gallery tracklets"
+    return f"{info}\n{head}\n{rule}\n{row}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    progress = not args.no_progress
+    data_cfg = _dataset_config(args)
+    dataset = _load_dataset(data_cfg)  # validates root / split file before anything is written
+    if progress:
+        print(dataset.summary())
+    out_dir = Path(args.output)
+    torch.manual_seed(args.seed)
+    model_kwargs = _model_kwargs(args.model, args)
+    model = create_model(args.model, num_classes=dataset.num_train_pids, **model_kwargs).to(device)
+    num_params = sum(p.numel() for p in model.parameters())
+    loader = make_train_loader(dataset, args.seq_len, args.height, args.width, args.batch_ids,
+                               args.batch_instances, seed=args.seed, workers=args.workers)
+    criterion = ReIDLoss(dataset.num_train_pids)
+    optimizer = build_optimizer(model, args.lr, args.weight_decay)
+    steps = len(loader) * args.epochs
+    scheduler = warmup_cosine(optimizer, steps, int(args.warmup_epochs * len(loader)))
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        te = time.perf_counter()
+        stats = train_one_epoch(model, loader, criterion, optimizer, epoch, device=device,
+                                scheduler=scheduler, progress=progress)
+        stats["seconds"] = time.perf_counter() - te
+        history.append(stats)
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  "
+              f"ce {stats['ce']:.4f}  triplet {stats['triplet']:.4f}  "
+              f"acc {100 * stats['acc']:.1f}%  {stats['seconds']:.1f}s", flush=True)
+    train_seconds = time.perf_counter() - t0
+    te = time.perf_counter()
+    metrics = evaluate(model, dataset, args.seq_len, args.height, args.width,
+                       batch_size=args.test_batch, device=device, metric=args.metric,
+                       pool=args.pool, workers=args.workers, progress=progress)
+    metrics.update(
+        model=args.model, dataset=data_cfg["name"], parameters=num_params,
+        train_seconds=round(train_seconds, 1),
+        seconds_per_epoch=round(train_seconds / max(1, args.epochs), 2),
+        eval_seconds=round(time.perf_counter() - te, 1),
+        history=history,
+    )
+    print(format_table(metrics))
+    config = {
+        "model": args.model, "model_kwargs": {k: v for k, v in model_kwargs.items()
+                                              if k != "pretrained"},
+        "num_classes": dataset.num_train_pids, "dataset": data_cfg,
+        "seq_len": args.seq_len, "height": args.height, "width": args.width,
+        "args": {k: v for k, v in vars(args).items()},
+    }
+    checkpoint = {"config": config, "state_dict": model.state_dict(), "metrics": {
+        k: metrics[k] for k in METRIC_KEYS}}
+    _write_outputs(out_dir, metrics, checkpoint)
+    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'checkpoint.pth'}")
+    return 0
+
+
+def load_checkpoint(path: str | os.PathLike, device="cpu"):
+    """Rebuild a model from a checkpoint written by ``stgraph train``.
+
+    Returns:
+        ``(model, config)``; the model is in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not an stgraph checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not an stgraph checkpoint (no 'config'/'state_dict')")
+    cfg = ckpt["config"]
+    model = create_model(cfg["model"], num_classes=cfg["num_classes"], **cfg["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), cfg
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, device)
+    data_cfg = _dataset_config(args, base=cfg["dataset"])
+    dataset = _load_dataset(data_cfg)
+    metrics = evaluate(model, dataset, cfg["seq_len"], cfg["height"], cfg["width"],
+                       batch_size=args.test_batch, device=device, metric=args.metric,
+                       pool=args.pool, workers=args.workers, progress=not args.no_progress)
+    print(format_table(metrics))
+    if args.output:
+        _write_outputs(Path(args.output), metrics, None)
+        print(f"wrote {Path(args.output) / 'metrics.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _evaluate(args)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        print(f"stgraph: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

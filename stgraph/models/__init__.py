@@ -1,0 +1,17 @@
+"""Models composed from stgraph's layers, behind one registry."""
+
+from stgraph.models.base import VideoReIDModel
+from stgraph.models.registry import create_model, get_model_class, list_models, register_model
+from stgraph.models.stgcn import STGCN, STGCNBranch
+from stgraph.models.tp import TemporalPooling
+
+__all__ = [
+    "STGCN",
+    "STGCNBranch",
+    "TemporalPooling",
+    "VideoReIDModel",
+    "create_model",
+    "get_model_class",
+    "list_models",
+    "register_model",
+]

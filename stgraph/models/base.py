@@ -1,0 +1,65 @@
+"""Shared skeleton of stgraph's video re-ID models: backbone -> head -> output dict."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from stgraph.models.backbones import build_backbone
+
+__all__ = ["VideoReIDModel", "ReIDOutput"]
+
+#: What every model returns, in train and eval mode alike:
+#: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
+#: ``features`` tuple of pre-BNNeck branch features (B, D_b) for the triplet loss,
+#: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names.
+ReIDOutput = dict
+
+
+class VideoReIDModel(nn.Module):
+    """Base class: a frame backbone shared over time and a model-specific head.
+
+    Subclasses implement :meth:`forward_head` on the clip feature maps.
+
+    Args:
+        num_classes (int): number of training identities.
+        backbone (str): ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+        last_stride (int): stride of the backbone's last stage (1 in the papers).
+        pretrained (str, optional): local path of a torchvision ImageNet
+            state dict to load into the backbone.
+
+    Shapes:
+        - **input:** clips :math:`(B, T, 3, H, W)`
+        - **output:** dict, see :data:`ReIDOutput`.
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
+                 pretrained: str | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
+        self.feat_channels = self.backbone.out_channels
+
+    def forward_features(self, clips: Tensor) -> Tensor:
+        """Backbone feature maps of every frame: ``(B, T, 3, H, W) -> (B, T, C, h, w)``."""
+        if clips.dim() != 5 or clips.size(2) != 3:
+            raise ValueError(f"expected clips of shape (B, T, 3, H, W), got {tuple(clips.shape)}")
+        B, T = clips.shape[:2]
+        fmap = self.backbone(clips.flatten(0, 1))  # (B*T, C, h, w)
+        return fmap.unflatten(0, (B, T))
+
+    def forward_head(self, feature_maps: Tensor) -> ReIDOutput:
+        raise NotImplementedError
+
+    def forward(self, clips: Tensor) -> ReIDOutput:
+        return self.forward_head(self.forward_features(clips))
+
+    @staticmethod
+    def _output(names: tuple[str, ...], feats: list[Tensor], necks: nn.ModuleList) -> ReIDOutput:
+        embs, logits = zip(*(neck(f) for neck, f in zip(necks, feats)))
+        return {
+            "embedding": torch.cat(embs, dim=1),
+            "features": tuple(feats),
+            "logits": tuple(logits),
+            "branches": names,
+        }

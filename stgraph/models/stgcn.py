@@ -1,0 +1,149 @@
+r"""STGCN: spatial-temporal graph convolutional network for video re-ID.
+
+Yang, Zheng, Yang, Chen and Tian, "Spatial-Temporal Graph Convolutional Network
+for Video-based Person Re-identification", CVPR 2020.
+https://openaccess.thecvf.com/content_CVPR_2020/html/Yang_Spatial-Temporal_Graph_Convolutional_Network_for_Video-Based_Person_Re-Identification_CVPR_2020_paper.html
+
+Three branches on the backbone's clip feature maps (B, T, C, h, w):
+
+* temporal: one affinity graph over all T*P patch nodes of the clip, M graph
+  convolution layers, max-pool over nodes -> f_t (C);
+* spatial: one affinity graph per frame over its P patches (own weights),
+  channels reduced to ``spatial_channels``, max-pool over the P nodes, frames
+  concatenated -> f_s (T * spatial_channels);
+* global: GAP per frame, mean over time -> f_g (C).
+
+Each branch has a BNNeck and classifier; the test embedding concatenates the
+post-BN features of the three branches.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stgraph.graph import PatchGraphBuilder
+from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.registry import register_model
+from stgraph.nn import AffinityGCNConv, BNNeck, DenseAffinityGCN
+
+__all__ = ["STGCN", "STGCNBranch"]
+
+_BACKENDS = ("dense", "pyg")
+
+
+class STGCNBranch(nn.Module):
+    r"""A stack of affinity graph convolutions, STGCN eq. (4)-(5).
+
+    .. math::
+        X^m = \sigma\big(\mathrm{BN}(\hat{A}^m X^{m-1} W^m)\big), \qquad
+        X^m := X^m + X^{m-1} \;\; (2 \le m \le M)
+
+    with :math:`\hat{A}^m` the normalised affinity adjacency of :math:`X^{m-1}`
+    (:class:`~stgraph.nn.DenseAffinityGCN`), BN a batch norm over the
+    channels of all nodes, :math:`\sigma` = LeakyReLU(0.1).
+
+    Args:
+        in_channels (int): input node channels.
+        out_channels (int): channels of every layer's output.
+        num_layers (int): :math:`M`. (default: :obj:`2`, our choice)
+        embed_channels (int, optional): width of :math:`\phi` in every layer
+            (default: each layer's input width).
+        backend (str): ``"dense"`` (batched matmul on ``(B, N, C)``) or ``"pyg"``
+            (:class:`~stgraph.nn.AffinityGCNConv` on the edges of a PyG graph);
+            both hold the same parameters and give the same numbers.
+
+    Shapes:
+        - **input:** dense :math:`(B, N, C)`, or for ``"pyg"`` node features
+          :math:`(|\mathcal{V}|, C)` plus ``edge_index``
+        - **output:** same layout with ``out_channels`` channels
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2,
+                 embed_channels: int | None = None, backend: str = "dense") -> None:
+        super().__init__()
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.backend = backend
+        conv = DenseAffinityGCN if backend == "dense" else AffinityGCNConv
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for m in range(num_layers):
+            c_in = in_channels if m == 0 else out_channels
+            self.convs.append(conv(c_in, out_channels, embed_channels=embed_channels))
+            self.norms.append(nn.BatchNorm1d(out_channels))
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        for m, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = conv(x) if edge_index is None else conv(x, edge_index)
+            h = norm(h.reshape(-1, h.size(-1))).reshape(h.shape)  # BN over all nodes
+            h = F.leaky_relu(h, 0.1)
+            x = h + x if m >= 1 else h  # residual from the second layer on
+        return x
+
+
+@register_model("stgcn")
+class STGCN(VideoReIDModel):
+    r"""STGCN (Yang et al., CVPR 2020): temporal, spatial and global branches.
+
+    Args:
+        num_classes (int): number of training identities.
+        backbone (str): ``"resnet18" | "resnet34" | "resnet50"``. (default: ``"resnet50"``)
+        last_stride (int): backbone's last stride. (default: :obj:`1`, as the paper)
+        pretrained (str, optional): local path of torchvision ImageNet weights.
+        seq_len (int): frames per clip :math:`T`; the spatial feature concatenates
+            the frames, so every clip must have this length. (default: :obj:`8`)
+        num_patches (int): horizontal patches :math:`P` per frame. (default: :obj:`4`, ours)
+        num_layers (int): graph layers :math:`M` per branch. (default: :obj:`2`, ours)
+        embed_channels (int, optional): width of :math:`\phi`; default the input width.
+        spatial_channels (int): per-frame width of the spatial branch. (default: :obj:`256`)
+        backend (str): ``"dense"`` or ``"pyg"`` graph path. (default: ``"dense"``)
+
+    Shapes:
+        - **input:** clips :math:`(B, T, 3, H, W)`, the backbone map height
+          divisible by ``num_patches``
+        - **output:** dict with ``embedding`` :math:`(B, 2C + T \cdot 256)` and
+          branches ``("temporal", "spatial", "global")``
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
+                 pretrained: str | None = None, seq_len: int = 8, num_patches: int = 4,
+                 num_layers: int = 2, embed_channels: int | None = None,
+                 spatial_channels: int = 256, backend: str = "dense") -> None:
+        super().__init__(num_classes, backbone, last_stride, pretrained)
+        C = self.feat_channels
+        self.seq_len = seq_len
+        self.backend = backend
+        self.builder = PatchGraphBuilder(num_patches)
+        self.temporal = STGCNBranch(C, C, num_layers, embed_channels, backend)
+        self.spatial = STGCNBranch(C, spatial_channels, num_layers, embed_channels, backend)
+        self.necks = nn.ModuleList([
+            BNNeck(C, num_classes),
+            BNNeck(seq_len * spatial_channels, num_classes),
+            BNNeck(C, num_classes),
+        ])
+
+    def forward_head(self, feature_maps: Tensor) -> ReIDOutput:
+        B, T = feature_maps.shape[:2]
+        if T != self.seq_len:
+            raise ValueError(
+                f"STGCN was built for clips of seq_len={self.seq_len} frames, got {T}; "
+                "the spatial feature concatenates the frames"
+            )
+        P = self.builder.num_patches
+        x = self.builder.dense(feature_maps)  # (B, T*P, C)
+        if self.backend == "dense":
+            x_t = self.temporal(x)  # (B, T*P, C)
+            x_s = self.spatial(x.reshape(B * T, P, -1))  # (B*T, P, C_s)
+        else:
+            gt = self.builder.to_batch(x, T, graph="temporal")
+            x_t = self.builder.to_dense(gt.update({"x": self.temporal(gt.x, gt.edge_index)}))
+            gs = self.builder.to_batch(x, T, graph="spatial")
+            x_s = self.spatial(gs.x, gs.edge_index).reshape(B * T, P, -1)
+        f_t = x_t.amax(dim=1)  # (B, C): max over the clip's nodes
+        f_s = x_s.amax(dim=1).reshape(B, -1)  # (B, T*C_s): max over each frame's nodes
+        f_g = feature_maps.mean(dim=(1, 3, 4))  # (B, C)
+        return self._output(("temporal", "spatial", "global"), [f_t, f_s, f_g], self.necks)
+

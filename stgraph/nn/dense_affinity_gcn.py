@@ -1,0 +1,116 @@
+r"""Dense twin of :class:`~stgraph.nn.AffinityGCNConv` for batches of small complete graphs.
+
+Yang et al., "Spatial-Temporal Graph Convolutional Network for Video-based
+Person Re-identification", CVPR 2020, sec. 3.2, eq. (1)-(4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import Linear, Parameter
+
+from stgraph.nn.affinity_gcn_conv import EPS
+
+__all__ = ["DenseAffinityGCN", "affinity_adjacency"]
+
+
+def affinity_adjacency(h: Tensor, mask: Tensor | None = None, adj: Tensor | None = None) -> Tensor:
+    r"""Normalised affinity adjacency :math:`\hat{A}` of STGCN (eq. 1-3), dense.
+
+    :math:`e = h h^\top`, :math:`A = e^2` row-normalised over the allowed
+    neighbours, :math:`\tilde{A} = A + I`,
+    :math:`\hat{A} = \tilde{D}^{-1/2}\tilde{A}\tilde{D}^{-1/2}`.
+
+    Args:
+        h (Tensor): embedded node features :math:`\phi(X)`, ``(B, N, d)``.
+        mask (BoolTensor, optional): ``(B, N)``, :obj:`False` marks padding
+            nodes: they have no edges, and their rows and columns are zero.
+        adj (Tensor, optional): ``(B, N, N)`` or ``(N, N)`` 0/1 matrix of the
+            edges allowed (row ``i`` = the neighbours node ``i`` aggregates
+            from); :obj:`None` means the complete graph with self-loops.
+
+    Returns:
+        Tensor of shape ``(B, N, N)``.
+    """
+    e2 = torch.matmul(h, h.transpose(-1, -2)).square()  # (B, N, N)
+    if adj is not None:
+        e2 = e2 * adj
+    if mask is not None:
+        m = mask.to(e2.dtype)
+        e2 = e2 * m.unsqueeze(-1) * m.unsqueeze(-2)
+    a = e2 / e2.sum(dim=-1, keepdim=True).clamp_min(EPS)  # row-normalised A
+    eye = torch.eye(a.size(-1), dtype=a.dtype, device=a.device)
+    if mask is not None:
+        eye = eye * m.unsqueeze(-1)  # (B, N, N): no self-loop on padding nodes
+    a = a + eye  # A + I
+    deg_inv_sqrt = a.sum(dim=-1).clamp_min(EPS).rsqrt()  # (B, N)
+    return deg_inv_sqrt.unsqueeze(-1) * a * deg_inv_sqrt.unsqueeze(-2)
+
+
+class DenseAffinityGCN(torch.nn.Module):
+    r"""Dense affinity graph convolution of STGCN (CVPR 2020), the twin of
+    :class:`~stgraph.nn.AffinityGCNConv`.
+
+    .. math::
+        X' = \hat{A} X W + b, \qquad
+        \hat{A} = \tilde{D}^{-1/2} (A + I) \tilde{D}^{-1/2}, \qquad
+        A_{ij} = \frac{(\phi(x_i)^\top \phi(x_j))^2}{\sum_k (\phi(x_i)^\top \phi(x_k))^2}
+
+    over the complete graph of each item (or the edges of ``adj``). It has the
+    constructor arguments and ``state_dict`` keys of the sparse layer, and gives
+    the same numbers (and gradients) on the complete graph with self-loops.
+
+    Args:
+        in_channels (int): input node channels :math:`C`.
+        out_channels (int): output node channels.
+        embed_channels (int, optional): width :math:`d` of :math:`\phi`;
+            :obj:`None` means ``in_channels``. (default: :obj:`None`)
+        bias (bool, optional): learn an additive bias. (default: :obj:`True`)
+
+    Shapes:
+        - **input:** node features :math:`(B, N, C)`, optional mask :math:`(B, N)`,
+          optional edge mask ``adj`` :math:`(B, N, N)` or :math:`(N, N)`
+        - **output:** :math:`(B, N, C_{out})`; with ``return_adjacency=True`` also
+          :math:`\hat{A}` of shape :math:`(B, N, N)`. Rows of masked nodes are zero.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, embed_channels: int | None = None,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.embed_channels = in_channels if embed_channels is None else embed_channels
+        self.phi = Linear(in_channels, self.embed_channels, bias=False)
+        self.lin = Linear(in_channels, out_channels, bias=False)
+        if bias:
+            self.bias = Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.phi.reset_parameters()
+        self.lin.reset_parameters()
+        if self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, adj: Tensor | None = None,
+                return_adjacency: bool = False):
+        """See the class docstring. Raises ``ValueError`` on mis-shaped input."""
+        if x.dim() != 3 or x.size(-1) != self.in_channels:
+            raise ValueError(
+                f"expected node features of shape (B, N, {self.in_channels}), got {tuple(x.shape)}"
+            )
+        if mask is not None and mask.shape != x.shape[:2]:
+            raise ValueError(f"expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+        a_hat = affinity_adjacency(self.phi(x), mask=mask, adj=adj)  # (B, N, N)
+        out = torch.matmul(a_hat, self.lin(x))  # (B, N, C_out)
+        if self.bias is not None:
+            out = out + self.bias
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)
+        return (out, a_hat) if return_adjacency else out
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"

@@ -1,0 +1,92 @@
+"""Every registered model: output contract, finite values, gradients to every parameter."""
+
+import pytest
+import torch
+
+from stgraph.models import STGCN, create_model, list_models
+
+SMALL = {"backbone": "resnet18"}
+T, H, W = 4, 64, 32  # resnet18 with last stride 1: 4 x 2 maps
+
+
+def _clips(b=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, T, 3, H, W, generator=g)
+
+
+def _kwargs(name):
+    kw = dict(SMALL)
+    if name == "stgcn":
+        kw.update(seq_len=T, num_patches=2)
+    return kw
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_contract(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, **_kwargs(name))
+    clips = _clips()
+    pids = torch.tensor([0, 0, 1, 1])
+    out = model(clips)
+    assert set(out) >= {"embedding", "features", "logits", "branches"}
+    assert out["embedding"].shape[0] == 4 and out["embedding"].dim() == 2
+    assert len(out["features"]) == len(out["logits"]) == len(out["branches"])
+    for lg in out["logits"]:
+        assert lg.shape == (4, 5)
+    assert all(torch.isfinite(t).all() for t in (out["embedding"], *out["features"]))
+    loss = sum(torch.nn.functional.cross_entropy(lg, pids) for lg in out["logits"])
+    loss = loss + sum(f.pow(2).mean() for f in out["features"])
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and
+               (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
+    assert missing == []
+    # eval mode returns the same type and the same embedding width
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(clips)
+    assert type(out_eval) is type(out) and set(out_eval) == set(out)
+    assert out_eval["embedding"].shape == out["embedding"].shape
+
+
+def test_stgcn_embedding_width_and_branches():
+    model = STGCN(num_classes=3, seq_len=T, num_patches=2, **SMALL).eval()
+    out = model(_clips(2))
+    assert out["branches"] == ("temporal", "spatial", "global")
+    assert out["embedding"].shape == (2, 512 + T * 256 + 512)
+
+
+def test_stgcn_dense_and_pyg_backends_agree():
+    torch.manual_seed(0)
+    dense = STGCN(num_classes=3, seq_len=T, num_patches=2, backend="dense", **SMALL)
+    pyg = STGCN(num_classes=3, seq_len=T, num_patches=2, backend="pyg", **SMALL)
+    assert list(dense.state_dict()) == list(pyg.state_dict())
+    pyg.load_state_dict(dense.state_dict())
+    dense, pyg = dense.double(), pyg.double()  # float64: the two paths are the same algebra
+    clips = _clips(2, seed=3).double()
+    out_d, out_p = dense(clips), pyg(clips)  # train mode: batch-statistics BN on both
+    for a, b in zip(out_d["features"], out_p["features"]):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+    dense.eval(), pyg.eval()
+    torch.testing.assert_close(dense(clips)["embedding"], pyg(clips)["embedding"],
+                               atol=1e-9, rtol=1e-9)
+
+
+def test_stgcn_is_invariant_to_clip_order_in_the_batch():
+    torch.manual_seed(0)
+    model = STGCN(num_classes=3, seq_len=T, num_patches=2, **SMALL).eval()
+    clips = _clips(3, seed=5)
+    perm = torch.tensor([2, 0, 1])
+    torch.testing.assert_close(model(clips)["embedding"][perm], model(clips[perm])["embedding"],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown model 'stgnn'; choose one of: .*stgcn"):
+        create_model("stgnn", num_classes=3)
+    model = STGCN(num_classes=3, seq_len=T, num_patches=2, **SMALL)
+    with pytest.raises(ValueError, match="seq_len=4 frames, got 3"):
+        model(torch.randn(1, 3, 3, H, W))
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+        model(torch.randn(2, 3, H, W))
+    with pytest.raises(ValueError, match="unknown backend"):
+        STGCN(num_classes=3, backend="sparse", **SMALL)
