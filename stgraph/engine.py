@@ -29,11 +29,14 @@ def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, widt
     clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed)
     pids = [t.pid for t in dataset.train]
     sampler = PKSampler(pids, batch_ids, batch_instances, seed=seed)
+    # persistent_workers must stay False: workers copy the dataset when they start, so a
+    # persistent worker would never see set_epoch() and would resample epoch 0 forever.
     return DataLoader(clips, batch_size=batch_ids * batch_instances, sampler=sampler,
-                      num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+                      num_workers=workers, drop_last=True)
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 5e-4) -> torch.optim.Adam:
+def build_optimizer(model: nn.Module, lr: float,
+                    weight_decay: float = 5e-4) -> torch.optim.Adam:
     """Adam over the trainable parameters (Adam, lr 3.5e-4, wd 5e-4 is the field's default)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -54,7 +57,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    optimizer: torch.optim.Optimizer, epoch: int, device: str | torch.device = "cpu",
+                    optimizer: torch.optim.Optimizer, epoch: int,
+                    device: str | torch.device = "cpu",
                     scheduler=None, progress: bool = True) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch means of ``loss``, ``ce``, ``triplet``, ``acc``.
 
@@ -86,7 +90,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
         n += 1
         bar.set_postfix(loss=f"{parts['loss']:.3f}", acc=f"{parts['acc']:.2f}")
     if n == 0:
-        raise ValueError("the training loader yielded no batch: fewer tracklets than one P x K batch")
+        raise ValueError(
+            "the training loader yielded no batch: fewer tracklets than one P x K batch")
     return {k: v / n for k, v in sums.items()}
 
 

@@ -13,8 +13,8 @@ TINY = ["--backbone", "resnet18", "--height", "64", "--width", "32", "--seq-len"
 @pytest.mark.slow
 def test_train_then_evaluate_round_trip(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--model", "stgcn", "--dataset", "synthetic", "--epochs", "1",
-               "--num-patches", "2", "--output", str(out), *TINY])
+    rc = main(["train", "--model", "stgcn", "--dataset", "synthetic", "--epochs", "5",
+               "--num-patches", "2", "--batch-ids", "8", "--output", str(out), *TINY])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in METRIC_KEYS:
@@ -22,6 +22,9 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= metrics["rank20"]
+    # learning, not luck: 32 query identities vs 32 gallery tracklets -> chance rank-1 is 1/32
+    assert metrics["num_query"] == 32 and metrics["num_gallery"] == 32
+    assert metrics["rank1"] >= 8 / 32
     printed = capsys.readouterr().out
     assert "rank1" in printed and "%" in printed
     model, cfg = load_checkpoint(out / "checkpoint.pth")

@@ -46,4 +46,4 @@ class ReIDLoss(nn.Module):
         total = self.ce_weight * ce + self.triplet_weight * tri
         with torch.no_grad():
             acc = (outputs["logits"][0].argmax(dim=1) == pids).float().mean().item()
-        return total, {"ce": float(ce), "triplet": float(tri), "acc": acc}
+        return total, {"ce": float(ce.detach()), "triplet": float(tri.detach()), "acc": acc}

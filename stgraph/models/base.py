@@ -56,7 +56,7 @@ class VideoReIDModel(nn.Module):
 
     @staticmethod
     def _output(names: tuple[str, ...], feats: list[Tensor], necks: nn.ModuleList) -> ReIDOutput:
-        embs, logits = zip(*(neck(f) for neck, f in zip(necks, feats)))
+        embs, logits = zip(*(neck(f) for neck, f in zip(necks, feats, strict=True)), strict=True)
         return {
             "embedding": torch.cat(embs, dim=1),
             "features": tuple(feats),

@@ -76,7 +76,7 @@ class STGCNBranch(nn.Module):
             self.norms.append(nn.BatchNorm1d(out_channels))
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
-        for m, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+        for m, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             h = conv(x) if edge_index is None else conv(x, edge_index)
             h = norm(h.reshape(-1, h.size(-1))).reshape(h.shape)  # BN over all nodes
             h = F.leaky_relu(h, 0.1)

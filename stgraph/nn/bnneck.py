@@ -6,7 +6,6 @@ Re-identification", CVPRW 2019, sec. 3.3.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["BNNeck"]

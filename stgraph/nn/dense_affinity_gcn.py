@@ -103,7 +103,8 @@ class DenseAffinityGCN(torch.nn.Module):
                 f"expected node features of shape (B, N, {self.in_channels}), got {tuple(x.shape)}"
             )
         if mask is not None and mask.shape != x.shape[:2]:
-            raise ValueError(f"expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
         a_hat = affinity_adjacency(self.phi(x), mask=mask, adj=adj)  # (B, N, N)
         out = torch.matmul(a_hat, self.lin(x))  # (B, N, C_out)
         if self.bias is not None:

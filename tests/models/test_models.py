@@ -64,7 +64,7 @@ def test_stgcn_dense_and_pyg_backends_agree():
     dense, pyg = dense.double(), pyg.double()  # float64: the two paths are the same algebra
     clips = _clips(2, seed=3).double()
     out_d, out_p = dense(clips), pyg(clips)  # train mode: batch-statistics BN on both
-    for a, b in zip(out_d["features"], out_p["features"]):
+    for a, b in zip(out_d["features"], out_p["features"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
     dense.eval(), pyg.eval()
     torch.testing.assert_close(dense(clips)["embedding"], pyg(clips)["embedding"],

@@ -1,0 +1,197 @@
+"""PyTorch ``Dataset`` s of clips: one random clip per training tracklet, all clips at test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from stgraph.data.base import Tracklet, VideoReIDDataset
+from stgraph.data.sampling import sample_restricted_random
+from stgraph.data.seeding import make_generator
+from stgraph.data.transforms import load_clip
+
+__all__ = ["TestClipDataset", "TrainClipDataset"]
+
+
+def _check_size(cls: str, seq_len: int, height: int, width: int) -> None:
+    for name, value in (("seq_len", seq_len), ("height", height), ("width", width)):
+        if int(value) < 1:
+            raise ValueError(f"{cls}: {name} must be >= 1, got {value}")
+
+
+class TrainClipDataset(Dataset):
+    r"""One randomly sampled clip per training tracklet of a :class:`VideoReIDDataset`.
+
+    Item :math:`i` is a clip of ``dataset.train[i]``: ``seq_len`` frames chosen
+    by :func:`~stgraph.data.sampling.sample_restricted_random`, resized and
+    normalised by :func:`~stgraph.data.transforms.load_clip`, and mirrored as
+    a whole with probability 0.5 when ``flip``. All of its randomness comes from
+    a ``torch.Generator`` seeded from ``(seed, epoch, i)``, so a run is
+    reproducible with any number of ``DataLoader`` workers and any fetch order.
+
+    Call :meth:`set_epoch` before each epoch. ``DataLoader`` workers receive a
+    copy of the dataset when an epoch's iterator starts, so this works with the
+    default ``persistent_workers=False``; persistent workers would keep the
+    epoch they started with.
+
+    Args:
+        dataset (VideoReIDDataset): the source of ``train`` tracklets.
+        seq_len (int): clip length :math:`T`.
+        height (int): frame height :math:`H` after resizing.
+        width (int): frame width :math:`W` after resizing.
+        seed (int, optional): base seed. (default: ``0``)
+        flip (bool, optional): random horizontal flip of the clip with
+            :math:`p = 0.5`. (default: ``True``)
+
+    Shapes:
+        - **output:** ``dict(clip=(T, 3, H, W) float32, pid=int, camid=int,
+          index=int)``; the default collate stacks ``clip`` to
+          :math:`(B, T, 3, H, W)` and the ints to :math:`(B,)` tensors.
+
+    Raises:
+        ValueError: if ``seq_len``, ``height`` or ``width`` < 1.
+    """
+
+    def __init__(
+        self,
+        dataset: VideoReIDDataset,
+        seq_len: int,
+        height: int,
+        width: int,
+        seed: int = 0,
+        flip: bool = True,
+    ) -> None:
+        _check_size(self.__class__.__name__, seq_len, height, width)
+        self.dataset = dataset
+        self.seq_len = int(seq_len)
+        self.height = int(height)
+        self.width = int(width)
+        self.seed = int(seed)
+        self.flip = bool(flip)
+        self.epoch = 0
+
+    @property
+    def pids(self) -> list[int]:
+        """list[int]: the pid of every item, e.g. for :class:`~stgraph.data.PKSampler`."""
+        return [t.pid for t in self.dataset.train]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of epoch ``epoch`` (call before each epoch).
+
+        Args:
+            epoch (int): the epoch number.
+        """
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset.train)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{self.__class__.__name__}: index {i} out of range [0, {len(self)})")
+        i = int(i) % len(self)
+        tracklet = self.dataset.train[i]
+        gen = make_generator(self.seed, self.epoch, i)
+        idx = sample_restricted_random(len(tracklet.frames), self.seq_len, gen)
+        flip = self.flip and bool(torch.rand((), generator=gen) < 0.5)
+        keys = [tracklet.frames[j] for j in idx.tolist()]
+        clip = load_clip(self.dataset, keys, self.height, self.width, flip=flip)
+        return {"clip": clip, "pid": tracklet.pid, "camid": tracklet.camid, "index": i}
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.dataset.name}, len={len(self)}, "
+            f"seq_len={self.seq_len}, size=({self.height}, {self.width}), seed={self.seed})"
+        )
+
+
+class TestClipDataset(Dataset):
+    r"""Every frame of the given tracklets, as a flat list of consecutive clips.
+
+    Tracklet :math:`n` with :math:`N_n` frames contributes
+    :math:`\lceil N_n / T \rceil` clips (rows of
+    :func:`~stgraph.data.sampling.test_clip_indices`; the last one padded by
+    repeating the last frame). Iterating in batches keeps memory at one batch of
+    clips however long the tracklets are; average the clip features per
+    tracklet with :attr:`clip_tracklet`, e.g.
+    ``feats.new_zeros(n, D).index_add_(0, clip_tracklet, clip_feats)``
+    divided by ``clip_tracklet.bincount()``.
+
+    Args:
+        dataset (VideoReIDDataset): reads the frames.
+        tracklets (list[Tracklet]): the tracklets to cover, e.g. ``dataset.query``.
+        seq_len (int): clip length :math:`T`.
+        height (int): frame height :math:`H` after resizing.
+        width (int): frame width :math:`W` after resizing.
+
+    Attributes:
+        num_tracklets (int): ``len(tracklets)``.
+        clip_tracklet (LongTensor): ``(num_clips,)``, the tracklet of each item.
+        pids (LongTensor): ``(num_tracklets,)``, the pid of each tracklet.
+        camids (LongTensor): ``(num_tracklets,)``, the camera of each tracklet.
+
+    Shapes:
+        - **output:** ``dict(clip=(T, 3, H, W) float32, tracklet=int)``, where
+          ``tracklet`` indexes ``tracklets``.
+
+    Raises:
+        ValueError: if ``seq_len``, ``height`` or ``width`` < 1, or a tracklet
+            has no frames.
+    """
+
+    # Not a test, despite its name: keep pytest from collecting it where it is imported.
+    __test__ = False
+
+    def __init__(
+        self,
+        dataset: VideoReIDDataset,
+        tracklets: Sequence[Tracklet],
+        seq_len: int,
+        height: int,
+        width: int,
+    ) -> None:
+        _check_size(self.__class__.__name__, seq_len, height, width)
+        self.dataset = dataset
+        self.tracklets = list(tracklets)
+        self.seq_len = int(seq_len)
+        self.height = int(height)
+        self.width = int(width)
+        lengths = torch.tensor([len(t.frames) for t in self.tracklets], dtype=torch.long)
+        if (lengths < 1).any():
+            n = int((lengths < 1).nonzero()[0])
+            raise ValueError(
+                f"{self.__class__.__name__}: tracklets[{n}] has no frames; drop empty tracklets"
+            )
+        self.num_tracklets = len(self.tracklets)
+        num_clips = (lengths + self.seq_len - 1) // self.seq_len  # (num_tracklets,)
+        self.clip_tracklet = torch.repeat_interleave(
+            torch.arange(self.num_tracklets), num_clips
+        )  # (num_clips,)
+        first_clip = torch.cumsum(num_clips, 0) - num_clips  # (num_tracklets,)
+        self._clip_in_tracklet = (
+            torch.arange(len(self.clip_tracklet)) - first_clip[self.clip_tracklet]
+        )  # (num_clips,)
+        self.pids = torch.tensor([t.pid for t in self.tracklets], dtype=torch.long)
+        self.camids = torch.tensor([t.camid for t in self.tracklets], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.clip_tracklet)
+
+    def __getitem__(self, j: int) -> dict:
+        if not -len(self) <= j < len(self):
+            raise IndexError(f"{self.__class__.__name__}: index {j} out of range [0, {len(self)})")
+        j = int(j) % len(self)
+        n = int(self.clip_tracklet[j])
+        frames = self.tracklets[n].frames
+        start = int(self._clip_in_tracklet[j]) * self.seq_len
+        idx = torch.arange(start, start + self.seq_len).clamp_(max=len(frames) - 1)
+        keys = [frames[k] for k in idx.tolist()]
+        return {"clip": load_clip(self.dataset, keys, self.height, self.width), "tracklet": n}
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.dataset.name}, tracklets={self.num_tracklets}, "
+            f"clips={len(self)}, seq_len={self.seq_len}, size=({self.height}, {self.width}))"
+        )

@@ -1,0 +1,242 @@
+"""PRID-2011 (and any dataset in its ``multi_shot`` layout)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from stgraph.data.base import Tracklet, VideoReIDDataset
+from stgraph.data.registry import register_dataset
+
+__all__ = ["PRID2011"]
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@register_dataset("prid2011")
+class PRID2011(VideoReIDDataset):
+    r"""PRID-2011 video re-ID dataset, ``multi_shot`` version.
+
+    Reference: Hirzer et al., "Person Re-Identification by Descriptive and
+    Discriminative Classification", SCIA 2011.
+    URL: https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11
+
+    Statistics (the original release): 2 cameras; 385 persons in camera A and
+    749 in camera B, the first 200 in both; tracklets of 5 to 675 frames. The
+    usual protocol (torchreid, iLIDS-VID style) keeps the 178 persons with
+    more than 21 frames in both cameras, splits them 89 train / 89 test, and
+    reports the mean over 10 random splits (``splits_prid2011.json``).
+
+    Layout under ``root``::
+
+        multi_shot/cam_a/person_0001/0001.png ...
+        multi_shot/cam_b/person_0001/0001.png ...
+
+    Frames are the ``.png`` / ``.jpg`` / ``.jpeg`` files of a person directory,
+    sorted by file name. Any dataset laid out like this loads (e.g. the
+    CUHK03 camera-pair-1 tracklets in ``../shared/data/cuhk03-pair1``).
+
+    Protocol: ``train`` holds the cam_a and cam_b tracklets of the split's
+    train persons (pids relabelled ``0 .. n - 1`` in sorted order of person
+    name); ``query`` the cam_a tracklets of the test persons and ``gallery``
+    their cam_b tracklets, with the person number (``person_0744`` -> 744) as
+    pid. ``camid`` is 0 for cam_a, 1 for cam_b.
+
+    Without ``split_file``, the persons present in *both* cameras (those with
+    at least one frame each) are split at random in half: a permutation from a
+    ``torch.Generator`` seeded with ``split_id`` (so ``split_id`` 0..9 give
+    ten reproducible splits), the first ``ceil(n / 2)`` persons for training.
+    No minimum tracklet length is applied; pass torchreid's split file for
+    the standard protocol.
+
+    Args:
+        root (str or Path): the directory that contains ``multi_shot``.
+        split_file (str or Path, optional): torchreid's split JSON: a list of
+            ``{"train": [...], "test": [...]}`` dicts whose entries are person
+            directory names (``"person_0001"``) or ints (``1`` means
+            ``person_0001``). (default: ``None``, a random half/half split)
+        split_id (int, optional): which split of ``split_file`` to use, or the
+            seed of the random split. (default: ``0``)
+
+    Raises:
+        FileNotFoundError: ``root``, ``multi_shot``, ``cam_a``, ``cam_b``,
+            ``split_file``, or a person listed in the split is missing (the
+            message names the path).
+        ValueError: the split file is empty, not JSON, not a list of
+            ``{"train", "test"}`` dicts, has invalid or overlapping entries, or
+            ``split_id`` is out of range; a person of the split has no frames.
+    """
+
+    name = "prid2011"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split_file: str | os.PathLike | None = None,
+        split_id: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.split_file = None if split_file is None else Path(split_file)
+        self.split_id = int(split_id)
+        self.cam_dirs = (self.root / "multi_shot" / "cam_a", self.root / "multi_shot" / "cam_b")
+        self._check_paths()
+
+        listed = [_list_persons(d) for d in self.cam_dirs]
+        persons = [p for p, _ in listed]  # per camera: person name -> frame paths
+        self._empty = [e for _, e in listed]  # per camera: person dirs without frames
+        if self.split_file is None:
+            train_names, test_names = self._random_split(persons)
+        else:
+            train_names, test_names = self._read_split(persons)
+
+        train_label = {name: label for label, name in enumerate(sorted(train_names))}
+        train = [
+            Tracklet(persons[cam][name], train_label[name], cam)
+            for name in sorted(train_names)
+            for cam in (0, 1)
+        ]
+        query = [Tracklet(persons[0][n], _person_number(n), 0) for n in sorted(test_names)]
+        gallery = [Tracklet(persons[1][n], _person_number(n), 1) for n in sorted(test_names)]
+        super().__init__(train, query, gallery)
+
+    def _check_paths(self) -> None:
+        required = [self.root, self.root / "multi_shot", *self.cam_dirs]
+        missing = [p for p in required if not p.is_dir()]
+        if missing:
+            hint = ""
+            if (self.root / "cam_a").is_dir():
+                hint = f" ({self.root} holds cam_a itself: pass its parent as root)"
+            raise FileNotFoundError(
+                f"PRID2011: missing directory {missing[0]}{hint}; expected "
+                f"root/multi_shot/cam_a and cam_b with person_NNNN/ frame folders under root="
+                f"{self.root}"
+            )
+        if self.split_file is not None and not self.split_file.is_file():
+            raise FileNotFoundError(
+                f"PRID2011: split file {self.split_file} not found; pass an existing "
+                "torchreid split JSON or split_file=None for a random split"
+            )
+
+    def _random_split(self, persons: list[dict[str, tuple]]) -> tuple[list[str], list[str]]:
+        both = sorted(set(persons[0]) & set(persons[1]))
+        if len(both) < 2:
+            raise ValueError(
+                f"PRID2011: a random split needs at least 2 persons in both cameras under "
+                f"{self.root / 'multi_shot'}, found {len(both)}"
+            )
+        gen = torch.Generator().manual_seed(self.split_id)
+        order = torch.randperm(len(both), generator=gen).tolist()
+        num_train = (len(both) + 1) // 2
+        return [both[i] for i in order[:num_train]], [both[i] for i in order[num_train:]]
+
+    def _read_split(self, persons: list[dict[str, tuple]]) -> tuple[list[str], list[str]]:
+        path = self.split_file
+        text = path.read_text()
+        if not text.strip():
+            raise ValueError(f"PRID2011: split file {path} is empty")
+        try:
+            splits = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"PRID2011: split file {path} is not valid JSON: {err}") from err
+        if not isinstance(splits, list) or not all(
+            isinstance(s, dict) and "train" in s and "test" in s for s in splits
+        ):
+            if isinstance(splits, list):
+                bad = next(
+                    s for s in splits if not (isinstance(s, dict) and "train" in s and "test" in s)
+                )
+                got = f"an entry {_short_repr(bad)}"
+            else:
+                got = f"a {type(splits).__name__}"
+            raise ValueError(
+                f"PRID2011: split file {path} must hold a list of "
+                f'{{"train": [...], "test": [...]}} dicts (torchreid format), got {got}'
+            )
+        if not splits:
+            raise ValueError(f"PRID2011: split file {path} holds an empty list of splits")
+        if not 0 <= self.split_id < len(splits):
+            raise ValueError(
+                f"PRID2011: split_id={self.split_id} out of range: split file {path} holds "
+                f"{len(splits)} split(s), choose split_id in 0..{len(splits) - 1}"
+            )
+        split = splits[self.split_id]
+        names = {}
+        for subset in ("train", "test"):
+            entries = split[subset]
+            if not isinstance(entries, list):
+                raise ValueError(
+                    f"PRID2011: split {self.split_id} of {path}: '{subset}' must be a list, "
+                    f"got {type(entries).__name__}"
+                )
+            names[subset] = [_person_name(e, path, self.split_id, subset) for e in entries]
+        if not names["test"]:
+            raise ValueError(
+                f"PRID2011: split {self.split_id} of {path} has an empty 'test' list; "
+                "there would be no queries"
+            )
+        overlap = sorted(set(names["train"]) & set(names["test"]))
+        if overlap:
+            raise ValueError(
+                f"PRID2011: split {self.split_id} of {path} lists {len(overlap)} person(s) in "
+                f"both train and test (e.g. {overlap[0]}); a split must be disjoint"
+            )
+        for name in names["train"] + names["test"]:
+            for cam, cam_persons, cam_empty in zip(
+                self.cam_dirs, persons, self._empty, strict=True
+            ):
+                if name in cam_empty:
+                    raise ValueError(
+                        f"PRID2011: {cam / name}, listed in split {self.split_id} of {path}, has "
+                        "no .png/.jpg frames; restore its frames or drop it from the split"
+                    )
+                if name not in cam_persons:
+                    raise FileNotFoundError(
+                        f"PRID2011: {name}, listed in split {self.split_id} of {path}, has no "
+                        f"directory {cam / name}; the split does not match the data under "
+                        f"{self.root}"
+                    )
+        return sorted(set(names["train"])), sorted(set(names["test"]))
+
+
+def _list_persons(cam_dir: Path) -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    # -> ({person dir name: sorted frame paths}, names of person dirs without frames)
+    persons, empty = {}, set()
+    with os.scandir(cam_dir) as entries:
+        dirs = sorted(e.path for e in entries if e.is_dir())
+    for person_dir in dirs:
+        with os.scandir(person_dir) as entries:
+            frames = sorted(
+                e.path for e in entries if e.name.lower().endswith(_IMAGE_SUFFIXES) and e.is_file()
+            )
+        name = os.path.basename(person_dir)
+        if frames:
+            persons[name] = tuple(frames)
+        else:
+            empty.add(name)
+    return persons, empty
+
+
+def _person_name(entry: object, path: Path, split_id: int, subset: str) -> str:
+    if isinstance(entry, bool) or not isinstance(entry, (int, str)):
+        raise ValueError(
+            f"PRID2011: split {split_id} of {path}: '{subset}' entries must be person directory "
+            f'names ("person_0001") or ints, got {entry!r}'
+        )
+    return f"person_{entry:04d}" if isinstance(entry, int) else entry
+
+
+def _person_number(name: str) -> int:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    if not digits:
+        raise ValueError(
+            f"PRID2011: cannot read a person id from directory name {name!r}; expected person_NNNN"
+        )
+    return int(digits)
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
