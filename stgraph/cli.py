@@ -43,6 +43,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
     p.add_argument("--split-file", help="torchreid split json (prid2011)")
     p.add_argument("--split-id", type=int, default=None, help="index into the split file")
+    p.add_argument("--keypoints", help="COCO keypoint results file (prid2011); synthetic "
+                   "data carries its own ground-truth keypoints")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,12 +99,15 @@ def _dataset_config(args: argparse.Namespace, base: dict | None = None) -> dict:
     cfg = dict(base or {})
     if args.dataset is not None:
         cfg = {"name": args.dataset}
-    for key in ("root", "split_file", "split_id"):
+    for key in ("root", "split_file", "split_id", "keypoints"):
         val = getattr(args, key, None)
         if val is not None:
             cfg[key] = val
     if cfg.get("name") != "synthetic" and cfg.get("name") is not None and "root" not in cfg:
         raise SystemExit(f"stgraph: error: --root is required for --dataset {cfg['name']}")
+    if cfg.get("name") == "synthetic" and "keypoints" in cfg:
+        raise SystemExit("stgraph: error: --keypoints is not for --dataset synthetic, "
+                         "which carries its own ground-truth keypoints")
     return cfg
 
 

@@ -3,8 +3,16 @@
 import json
 
 import pytest
+from PIL import Image
 
-from stgraph.cli import METRIC_KEYS, load_checkpoint, main
+from stgraph.cli import (
+    METRIC_KEYS,
+    _dataset_config,
+    _load_dataset,
+    build_parser,
+    load_checkpoint,
+    main,
+)
 
 TINY = ["--backbone", "resnet18", "--height", "64", "--width", "32", "--seq-len", "4",
         "--batch-ids", "4", "--batch-instances", "2", "--workers", "0", "--no-progress"]
@@ -65,6 +73,28 @@ def test_root_required_for_image_datasets(tmp_path):
     with pytest.raises(SystemExit, match="--root is required"):
         main(["train", "--model", "tp", "--dataset", "prid2011", "--epochs", "1",
               "--output", str(tmp_path / "x"), *TINY])
+
+
+def test_keypoints_flag_reaches_the_dataset(tmp_path):
+    root = tmp_path / "prid"
+    for cam in ("cam_a", "cam_b"):
+        for person in (1, 2):
+            d = root / "multi_shot" / cam / f"person_{person:04d}"
+            d.mkdir(parents=True)
+            Image.new("RGB", (4, 8)).save(d / "0001.png")
+    entry = {"image_id": "multi_shot/cam_b/person_0002/0001.png", "category_id": 1,
+             "keypoints": [1.0, 2.0, 0.5] * 17, "score": 0.9}
+    kp = tmp_path / "kp.json"
+    kp.write_text(json.dumps([entry]))
+    args = build_parser().parse_args(["train", "--model", "tp", "--dataset", "prid2011",
+                                      "--root", str(root), "--keypoints", str(kp),
+                                      "--output", str(tmp_path / "o")])
+    with pytest.warns(UserWarning, match="3 of 4 frames have no keypoints"):
+        ds = _load_dataset(_dataset_config(args))
+    assert ds.frame_keypoints(str(root / entry["image_id"]))[0].tolist() == [1.0, 2.0, 0.5]
+    args.dataset, args.root = "synthetic", None
+    with pytest.raises(SystemExit, match="--keypoints is not for --dataset synthetic"):
+        _dataset_config(args)
 
 
 def test_missing_checkpoint(tmp_path, capsys):

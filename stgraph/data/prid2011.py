@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections.abc import Hashable
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
 from stgraph.data.registry import register_dataset
+from stgraph.graph.keypoints import load_coco_keypoints, prior_pose
 
 __all__ = ["PRID2011"]
 
@@ -60,6 +65,15 @@ class PRID2011(VideoReIDDataset):
             ``person_0001``). (default: ``None``, a random half/half split)
         split_id (int, optional): which split of ``split_file`` to use, or the
             seed of the random split. (default: ``0``)
+        keypoints (str or Path, optional): a COCO keypoint results file (the
+            AlphaPose format, see :func:`stgraph.graph.load_coco_keypoints`)
+            whose ``image_id`` is each frame's path relative to ``root``
+            (``multi_shot/cam_a/person_0001/0001.jpg``). Frames missing from the
+            file fall back to :func:`stgraph.graph.prior_pose` of their image
+            size; their number is given in a ``UserWarning`` and in
+            :attr:`num_keypoint_fallbacks`. Entries that match no frame are
+            counted in :attr:`num_unmatched_keypoints` and warned about.
+            (default: ``None``, :meth:`frame_keypoints` returns ``None``)
 
     Raises:
         FileNotFoundError: ``root``, ``multi_shot``, ``cam_a``, ``cam_b``,
@@ -67,7 +81,9 @@ class PRID2011(VideoReIDDataset):
             message names the path).
         ValueError: the split file is empty, not JSON, not a list of
             ``{"train", "test"}`` dicts, has invalid or overlapping entries, or
-            ``split_id`` is out of range; a person of the split has no frames.
+            ``split_id`` is out of range; a person of the split has no frames;
+            the keypoints file is malformed or none of its entries matches a
+            frame under ``root``.
     """
 
     name = "prid2011"
@@ -77,6 +93,7 @@ class PRID2011(VideoReIDDataset):
         root: str | os.PathLike,
         split_file: str | os.PathLike | None = None,
         split_id: int = 0,
+        keypoints: str | os.PathLike | None = None,
     ) -> None:
         self.root = Path(root)
         self.split_file = None if split_file is None else Path(split_file)
@@ -101,6 +118,54 @@ class PRID2011(VideoReIDDataset):
         query = [Tracklet(persons[0][n], _person_number(n), 0) for n in sorted(test_names)]
         gallery = [Tracklet(persons[1][n], _person_number(n), 1) for n in sorted(test_names)]
         super().__init__(train, query, gallery)
+        self.keypoints_file = None if keypoints is None else Path(keypoints)
+        self._keypoints: dict[Hashable, np.ndarray] | None = None
+        self.num_keypoint_fallbacks = 0
+        self.num_unmatched_keypoints = 0
+        if self.keypoints_file is not None:
+            self._attach_keypoints()
+
+    def _attach_keypoints(self) -> None:
+        path = self.keypoints_file
+        table = load_coco_keypoints(path)  # raises naming the file and entry on bad input
+        frames = {
+            Path(f).relative_to(self.root).as_posix(): f
+            for t in (*self.train, *self.query, *self.gallery)
+            for f in t.frames
+        }
+        self._keypoints = {frames[k]: v for k, v in table.items() if k in frames}
+        if not self._keypoints:
+            example = next(iter(table), None)
+            raise ValueError(
+                f"PRID2011: none of the {len(table)} entries of keypoints file {path} matches "
+                f"a frame under {self.root} (e.g. image_id {example!r}); image_id must be "
+                "the frame path relative to root, like 'multi_shot/cam_a/person_0001/0001.jpg'"
+            )
+        self.num_unmatched_keypoints = len(table) - len(self._keypoints)
+        self.num_keypoint_fallbacks = len(frames) - len(self._keypoints)
+        if self.num_keypoint_fallbacks:
+            warnings.warn(
+                f"PRID2011: {self.num_keypoint_fallbacks} of {len(frames)} frames have no "
+                f"keypoints in {path}; they use the prior pose", stacklevel=3)
+        if self.num_unmatched_keypoints:
+            warnings.warn(
+                f"PRID2011: {self.num_unmatched_keypoints} entries of {path} match no frame "
+                f"of this split under {self.root}; they are ignored", stacklevel=3)
+
+    def frame_keypoints(self, key: Hashable) -> np.ndarray | None:
+        """COCO-17 keypoints ``(17, 3)`` (x, y, score in the frame's pixels) of one frame.
+
+        ``None`` without a keypoints file; the prior pose of the frame's image size
+        for a frame the file does not cover.
+        """
+        if self._keypoints is None:
+            return None
+        found = self._keypoints.get(key)
+        if found is not None:
+            return found
+        with Image.open(key) as img:  # reads the header only
+            width, height = img.size
+        return prior_pose(height, width)
 
     def _check_paths(self) -> None:
         required = [self.root, self.root / "multi_shot", *self.cam_dirs]
