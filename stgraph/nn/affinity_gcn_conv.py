@@ -62,23 +62,12 @@ class AffinityGCNConv(MessagePassing):
     def __init__(self, in_channels: int, out_channels: int, embed_channels: int | None = None,
                  bias: bool = True) -> None:
         super().__init__(aggr="add")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.embed_channels = in_channels if embed_channels is None else embed_channels
-        self.phi = Linear(in_channels, self.embed_channels, bias=False)
-        self.lin = Linear(in_channels, out_channels, bias=False)
-        if bias:
-            self.bias = Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
+        _build_parameters(self, in_channels, out_channels, embed_channels, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        self.phi.reset_parameters()
-        self.lin.reset_parameters()
-        if self.bias is not None:
-            torch.nn.init.zeros_(self.bias)
+        _reset(self)
 
     def adjacency(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         r"""The normalised adjacency :math:`\hat{A}` as weighted edges.
@@ -120,3 +109,24 @@ class AffinityGCNConv(MessagePassing):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
+
+
+def _build_parameters(layer, in_channels: int, out_channels: int, embed_channels: int | None,
+                      bias: bool) -> None:
+    """Create the parameters of an affinity GCN layer (either twin: same names, same shapes)."""
+    layer.in_channels = in_channels
+    layer.out_channels = out_channels
+    layer.embed_channels = in_channels if embed_channels is None else embed_channels
+    layer.phi = Linear(in_channels, layer.embed_channels, bias=False)
+    layer.lin = Linear(in_channels, out_channels, bias=False)
+    if bias:
+        layer.bias = Parameter(torch.empty(out_channels))
+    else:
+        layer.register_parameter("bias", None)
+
+
+def _reset(layer) -> None:
+    layer.phi.reset_parameters()
+    layer.lin.reset_parameters()
+    if layer.bias is not None:
+        torch.nn.init.zeros_(layer.bias)

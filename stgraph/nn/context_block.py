@@ -82,25 +82,12 @@ class ContextBlock(MessagePassing):
 
     def __init__(self, in_channels: int, num_nodes: int, num_frames: int | None = None) -> None:
         super().__init__(aggr="add")
-        if in_channels < 1 or num_nodes < 1 or (num_frames is not None and num_frames < 1):
-            raise ValueError(
-                f"in_channels, num_nodes and num_frames must be >= 1, got {in_channels}, "
-                f"{num_nodes}, {num_frames}"
-            )
-        self.in_channels = in_channels
-        self.num_nodes = num_nodes
-        self.num_frames = num_frames
-        self.lin_feature = Linear(in_channels, 1)  # 1x1 conv, C -> 1
-        self.lin_time = Linear(num_frames, 1) if num_frames is not None else None  # T -> 1
-        self.lin_node = Linear(num_nodes, num_nodes * num_nodes)  # N -> N x N
+        _build_parameters(self, in_channels, num_nodes, num_frames)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        self.lin_feature.reset_parameters()
-        if self.lin_time is not None:
-            self.lin_time.reset_parameters()
-        self.lin_node.reset_parameters()
+        _reset(self)
 
     def adjacency(self, x: Tensor, part: Tensor, batch: Tensor | None = None,
                   frame: Tensor | None = None) -> Tensor:
@@ -163,3 +150,25 @@ class ContextBlock(MessagePassing):
     def __repr__(self) -> str:
         extra = f", num_frames={self.num_frames}" if self.num_frames is not None else ""
         return f"{self.__class__.__name__}({self.in_channels}, num_nodes={self.num_nodes}{extra})"
+
+
+def _build_parameters(block, in_channels: int, num_nodes: int, num_frames: int | None) -> None:
+    """Check the arguments and create the parameters of a context block (either twin)."""
+    if in_channels < 1 or num_nodes < 1 or (num_frames is not None and num_frames < 1):
+        raise ValueError(
+            f"in_channels, num_nodes and num_frames must be >= 1, got {in_channels}, "
+            f"{num_nodes}, {num_frames}"
+        )
+    block.in_channels = in_channels
+    block.num_nodes = num_nodes
+    block.num_frames = num_frames
+    block.lin_feature = Linear(in_channels, 1)  # 1x1 conv, C -> 1
+    block.lin_time = Linear(num_frames, 1) if num_frames is not None else None  # T -> 1
+    block.lin_node = Linear(num_nodes, num_nodes * num_nodes)  # N -> N x N
+
+
+def _reset(block) -> None:
+    block.lin_feature.reset_parameters()
+    if block.lin_time is not None:
+        block.lin_time.reset_parameters()
+    block.lin_node.reset_parameters()

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import Linear, Parameter
 
-from stgraph.nn.affinity_gcn_conv import EPS
+from stgraph.nn.affinity_gcn_conv import EPS, _build_parameters, _reset
 
 __all__ = ["DenseAffinityGCN", "affinity_adjacency"]
 
@@ -78,22 +77,11 @@ class DenseAffinityGCN(torch.nn.Module):
     def __init__(self, in_channels: int, out_channels: int, embed_channels: int | None = None,
                  bias: bool = True) -> None:
         super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.embed_channels = in_channels if embed_channels is None else embed_channels
-        self.phi = Linear(in_channels, self.embed_channels, bias=False)
-        self.lin = Linear(in_channels, out_channels, bias=False)
-        if bias:
-            self.bias = Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
+        _build_parameters(self, in_channels, out_channels, embed_channels, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.phi.reset_parameters()
-        self.lin.reset_parameters()
-        if self.bias is not None:
-            torch.nn.init.zeros_(self.bias)
+        _reset(self)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, adj: Tensor | None = None,
                 return_adjacency: bool = False):

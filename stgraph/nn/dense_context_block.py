@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import Linear
+
+from stgraph.nn.context_block import _build_parameters, _reset
 
 __all__ = ["DenseContextBlock"]
 
@@ -54,24 +55,11 @@ class DenseContextBlock(torch.nn.Module):
 
     def __init__(self, in_channels: int, num_nodes: int, num_frames: int | None = None) -> None:
         super().__init__()
-        if in_channels < 1 or num_nodes < 1 or (num_frames is not None and num_frames < 1):
-            raise ValueError(
-                f"in_channels, num_nodes and num_frames must be >= 1, got {in_channels}, "
-                f"{num_nodes}, {num_frames}"
-            )
-        self.in_channels = in_channels
-        self.num_nodes = num_nodes
-        self.num_frames = num_frames
-        self.lin_feature = Linear(in_channels, 1)  # 1x1 conv, C -> 1
-        self.lin_time = Linear(num_frames, 1) if num_frames is not None else None  # T -> 1
-        self.lin_node = Linear(num_nodes, num_nodes * num_nodes)  # N -> N x N
+        _build_parameters(self, in_channels, num_nodes, num_frames)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.lin_feature.reset_parameters()
-        if self.lin_time is not None:
-            self.lin_time.reset_parameters()
-        self.lin_node.reset_parameters()
+        _reset(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """:math:`A^c` of each clip, ``(B, T, N, C) -> (B, N, N)``."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import BatchNorm1d, Conv1d, Linear, Parameter
 
-from stgraph.nn.context_reinforced_topology import ContextReinforcedTopology, sliding_windows
-from stgraph.nn.sliding_window_gcn import EPS, _check_args, _reset
+from stgraph.nn.context_reinforced_topology import sliding_windows
+from stgraph.nn.sliding_window_gcn import EPS, _build_parameters, _reset
 
 __all__ = ["DenseSlidingWindowGCN", "window_gcn_norm"]
 
@@ -94,25 +93,8 @@ class DenseSlidingWindowGCN(torch.nn.Module):
                  use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
                  residual: bool = True, bias: bool = True) -> None:
         super().__init__()
-        _check_args(in_channels, out_channels, tau, residual)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.tau = tau
-        self.use_physical = use_physical
-        self.use_mask = use_mask
-        self.use_context = use_context
-        self.residual = residual
-        self.topology = ContextReinforcedTopology(
-            in_channels, adjacency, window=tau, use_physical=use_physical, use_mask=use_mask,
-            use_context=use_context)
-        self.num_nodes = self.topology.num_nodes
-        self.lin = Linear(in_channels, out_channels, bias=False)
-        if bias:
-            self.bias = Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
-        self.collapse = Conv1d(out_channels, out_channels, tau, groups=out_channels, bias=False)
-        self.bn = BatchNorm1d(out_channels)
+        _build_parameters(self, in_channels, out_channels, adjacency, tau, use_physical,
+                          use_mask, use_context, residual, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

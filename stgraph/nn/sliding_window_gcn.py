@@ -106,25 +106,8 @@ class SlidingWindowGCN(MessagePassing):
                  use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
                  residual: bool = True, bias: bool = True) -> None:
         super().__init__(aggr="add")
-        _check_args(in_channels, out_channels, tau, residual)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.tau = tau
-        self.use_physical = use_physical
-        self.use_mask = use_mask
-        self.use_context = use_context
-        self.residual = residual
-        self.topology = ContextReinforcedTopology(
-            in_channels, adjacency, window=tau, use_physical=use_physical, use_mask=use_mask,
-            use_context=use_context)
-        self.num_nodes = self.topology.num_nodes
-        self.lin = Linear(in_channels, out_channels, bias=False)
-        if bias:
-            self.bias = Parameter(torch.empty(out_channels))
-        else:
-            self.register_parameter("bias", None)
-        self.collapse = Conv1d(out_channels, out_channels, tau, groups=out_channels, bias=False)
-        self.bn = BatchNorm1d(out_channels)
+        _build_parameters(self, in_channels, out_channels, adjacency, tau, use_physical,
+                          use_mask, use_context, residual, bias)
         self._structures: dict[tuple, tuple[Tensor, ...]] = {}
         self.reset_parameters()
 
@@ -225,7 +208,10 @@ class SlidingWindowGCN(MessagePassing):
                 f"tau={self.tau})")
 
 
-def _check_args(in_channels: int, out_channels: int, tau: int, residual: bool) -> None:
+def _build_parameters(layer, in_channels: int, out_channels: int, adjacency: Tensor, tau: int,
+                      use_physical: bool, use_mask: bool, use_context: bool, residual: bool,
+                      bias: bool) -> None:
+    """Check the arguments and create the parameters of a 3D-GCL (either twin)."""
     if tau < 1:
         raise ValueError(f"tau must be >= 1, got {tau}")
     if residual and in_channels != out_channels:
@@ -233,6 +219,24 @@ def _check_args(in_channels: int, out_channels: int, tau: int, residual: bool) -
             f"residual=True needs in_channels == out_channels, got {in_channels} and "
             f"{out_channels}; pass residual=False"
         )
+    layer.in_channels = in_channels
+    layer.out_channels = out_channels
+    layer.tau = tau
+    layer.use_physical = use_physical
+    layer.use_mask = use_mask
+    layer.use_context = use_context
+    layer.residual = residual
+    layer.topology = ContextReinforcedTopology(
+        in_channels, adjacency, window=tau, use_physical=use_physical, use_mask=use_mask,
+        use_context=use_context)
+    layer.num_nodes = layer.topology.num_nodes
+    layer.lin = Linear(in_channels, out_channels, bias=False)
+    if bias:
+        layer.bias = Parameter(torch.empty(out_channels))
+    else:
+        layer.register_parameter("bias", None)
+    layer.collapse = Conv1d(out_channels, out_channels, tau, groups=out_channels, bias=False)
+    layer.bn = BatchNorm1d(out_channels)
 
 
 def _reset(layer) -> None:
