@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from stgraph.data.base import Tracklet, VideoReIDDataset
 from stgraph.data.sampling import sample_restricted_random
 from stgraph.data.seeding import make_generator
-from stgraph.data.transforms import load_clip
+from stgraph.data.transforms import load_clip, load_clip_with_keypoints
 
 __all__ = ["TestClipDataset", "TrainClipDataset"]
 
@@ -44,11 +44,16 @@ class TrainClipDataset(Dataset):
         seed (int, optional): base seed. (default: ``0``)
         flip (bool, optional): random horizontal flip of the clip with
             :math:`p = 0.5`. (default: ``True``)
+        keypoints (bool, optional): also return each frame's keypoints on the
+            resized (and flipped) frames, see
+            :func:`~stgraph.data.transforms.load_clip_with_keypoints`; for
+            models that take keypoints, e.g. CTL. (default: ``False``)
 
     Shapes:
         - **output:** ``dict(clip=(T, 3, H, W) float32, pid=int, camid=int,
-          index=int)``; the default collate stacks ``clip`` to
-          :math:`(B, T, 3, H, W)` and the ints to :math:`(B,)` tensors.
+          index=int)``, plus ``keypoints=(T, 17, 3)`` float32 with ``keypoints``;
+          the default collate stacks ``clip`` to :math:`(B, T, 3, H, W)` and
+          the ints to :math:`(B,)` tensors.
 
     Raises:
         ValueError: if ``seq_len``, ``height`` or ``width`` < 1.
@@ -62,6 +67,7 @@ class TrainClipDataset(Dataset):
         width: int,
         seed: int = 0,
         flip: bool = True,
+        keypoints: bool = False,
     ) -> None:
         _check_size(self.__class__.__name__, seq_len, height, width)
         self.dataset = dataset
@@ -70,6 +76,7 @@ class TrainClipDataset(Dataset):
         self.width = int(width)
         self.seed = int(seed)
         self.flip = bool(flip)
+        self.keypoints = bool(keypoints)
         self.epoch = 0
 
     @property
@@ -97,8 +104,13 @@ class TrainClipDataset(Dataset):
         idx = sample_restricted_random(len(tracklet.frames), self.seq_len, gen)
         flip = self.flip and bool(torch.rand((), generator=gen) < 0.5)
         keys = [tracklet.frames[j] for j in idx.tolist()]
-        clip = load_clip(self.dataset, keys, self.height, self.width, flip=flip)
-        return {"clip": clip, "pid": tracklet.pid, "camid": tracklet.camid, "index": i}
+        item = {"pid": tracklet.pid, "camid": tracklet.camid, "index": i}
+        if self.keypoints:
+            item["clip"], item["keypoints"] = load_clip_with_keypoints(
+                self.dataset, keys, self.height, self.width, flip=flip)
+        else:
+            item["clip"] = load_clip(self.dataset, keys, self.height, self.width, flip=flip)
+        return item
 
     def __repr__(self) -> str:
         return (
@@ -125,6 +137,8 @@ class TestClipDataset(Dataset):
         seq_len (int): clip length :math:`T`.
         height (int): frame height :math:`H` after resizing.
         width (int): frame width :math:`W` after resizing.
+        keypoints (bool, optional): also return each frame's keypoints, as
+            :class:`TrainClipDataset` does. (default: ``False``)
 
     Attributes:
         num_tracklets (int): ``len(tracklets)``.
@@ -134,7 +148,8 @@ class TestClipDataset(Dataset):
 
     Shapes:
         - **output:** ``dict(clip=(T, 3, H, W) float32, tracklet=int)``, where
-          ``tracklet`` indexes ``tracklets``.
+          ``tracklet`` indexes ``tracklets``; plus ``keypoints=(T, 17, 3)``
+          float32 with ``keypoints``.
 
     Raises:
         ValueError: if ``seq_len``, ``height`` or ``width`` < 1, or a tracklet
@@ -151,9 +166,11 @@ class TestClipDataset(Dataset):
         seq_len: int,
         height: int,
         width: int,
+        keypoints: bool = False,
     ) -> None:
         _check_size(self.__class__.__name__, seq_len, height, width)
         self.dataset = dataset
+        self.keypoints = bool(keypoints)
         self.tracklets = list(tracklets)
         self.seq_len = int(seq_len)
         self.height = int(height)
@@ -188,6 +205,9 @@ class TestClipDataset(Dataset):
         start = int(self._clip_in_tracklet[j]) * self.seq_len
         idx = torch.arange(start, start + self.seq_len).clamp_(max=len(frames) - 1)
         keys = [frames[k] for k in idx.tolist()]
+        if self.keypoints:
+            clip, kp = load_clip_with_keypoints(self.dataset, keys, self.height, self.width)
+            return {"clip": clip, "keypoints": kp, "tracklet": n}
         return {"clip": load_clip(self.dataset, keys, self.height, self.width), "tracklet": n}
 
     def __repr__(self) -> str:

@@ -61,7 +61,7 @@ def list_datasets() -> list[str]:
     Examples:
         >>> import stgraph.data
         >>> list_datasets()
-        ['prid2011', 'synthetic']
+        ['dukemtmcvidreid', 'ilidsvid', 'mars', 'prid2011', 'synthetic']
     """
     return sorted(_DATASETS)
 

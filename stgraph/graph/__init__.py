@@ -2,6 +2,7 @@
 
 from stgraph.graph.keypoint_graph import KeypointFeatures, KeypointGraphBuilder
 from stgraph.graph.keypoints import (
+    flip_keypoints,
     heatmap_softmax,
     keypoint_heatmaps,
     load_coco_keypoints,
@@ -17,6 +18,7 @@ __all__ = [
     "PatchGraphBuilder",
     "Skeleton",
     "complete_edge_index",
+    "flip_keypoints",
     "heatmap_softmax",
     "keypoint_heatmaps",
     "load_coco_keypoints",

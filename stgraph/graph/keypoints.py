@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["heatmap_softmax", "keypoint_heatmaps", "load_coco_keypoints", "prior_pose"]
+__all__ = [
+    "flip_keypoints",
+    "heatmap_softmax",
+    "keypoint_heatmaps",
+    "load_coco_keypoints",
+    "prior_pose",
+]
 
 
 class _MissingFileError(FileNotFoundError, ValueError):
@@ -210,6 +216,42 @@ def prior_pose(height: float, width: float) -> np.ndarray:
     out[:, 0] = frac[:, 0] * width
     out[:, 1] = frac[:, 1] * height
     return out.astype(np.float32)
+
+
+def flip_keypoints(keypoints: Tensor, width: float,
+                   flip_index: Sequence[int] | None = None) -> Tensor:
+    r"""Keypoints of the left-right mirrored image.
+
+    :math:`x \mapsto W - x` (pixel ``i`` spans ``[i, i + 1)``, so the mirror
+    of pixel ``i`` is pixel ``W - 1 - i``), and the rows permuted so that
+    ``left_*`` and ``right_*`` keypoints swap names, as a mirrored image's pose
+    estimate would give. ``y`` and scores are kept.
+
+    Args:
+        keypoints (Tensor): ``(..., K, 3)`` rows ``(x, y, score)`` in pixels.
+        width (float): image width :math:`W` in pixels.
+        flip_index (sequence of int, optional): the mirror of each keypoint,
+            e.g. :meth:`Skeleton.flip_index() <stgraph.graph.Skeleton.flip_index>`.
+            (default: that of :data:`~stgraph.graph.COCO17`)
+
+    Returns:
+        Tensor of the input's shape.
+
+    Raises:
+        ValueError: keypoints not ``(..., K, 3)`` or ``flip_index`` not of length ``K``.
+    """
+    if flip_index is None:
+        from stgraph.graph.skeleton import COCO17
+
+        flip_index = COCO17.flip_index()
+    if keypoints.dim() < 2 or keypoints.size(-1) != 3:
+        raise ValueError(f"expected keypoints of shape (..., K, 3), got {tuple(keypoints.shape)}")
+    if len(flip_index) != keypoints.size(-2):
+        raise ValueError(f"flip_index has {len(flip_index)} entries for "
+                         f"{keypoints.size(-2)} keypoints")
+    out = keypoints[..., list(flip_index), :].clone()
+    out[..., 0] = width - out[..., 0]
+    return out
 
 
 def heatmap_softmax(heatmaps: Tensor, temperature: float = 1.0) -> Tensor:

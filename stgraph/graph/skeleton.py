@@ -185,6 +185,30 @@ class Skeleton:
         """Number of nodes ``N_s`` of ``scale``."""
         return len(self.members(scale))
 
+    def flip_index(self) -> tuple[int, ...]:
+        """Keypoint permutation of a left-right mirrored image.
+
+        Entry ``k`` is the keypoint that ``k`` becomes in the mirror: the names
+        ``left_X`` and ``right_X`` swap (also ``l_X`` / ``r_X``), every other
+        keypoint maps to itself. Used with ``x -> W - x`` by
+        :func:`~stgraph.graph.flip_keypoints`.
+
+        Examples:
+            >>> COCO17.flip_index()[:7]
+            (0, 2, 1, 4, 3, 6, 5)
+        """
+        index = {name: k for k, name in enumerate(self.keypoints)}
+        swaps = (("left_", "right_"), ("right_", "left_"), ("l_", "r_"), ("r_", "l_"))
+        out = []
+        for k, name in enumerate(self.keypoints):
+            mirror = k
+            for a, b in swaps:
+                if name.startswith(a) and b + name[len(a):] in index:
+                    mirror = index[b + name[len(a):]]
+                    break
+            out.append(mirror)
+        return tuple(out)
+
     def group_matrix(self, scale: str, dtype: torch.dtype = torch.float32,
                      device=None) -> Tensor:
         r"""Pooling matrix from keypoints to the nodes of ``scale``.
