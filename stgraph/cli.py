@@ -25,6 +25,7 @@ from stgraph.engine import (
     build_optimizer,
     evaluate,
     make_train_loader,
+    takes_keypoints,
     train_one_epoch,
     warmup_cosine,
 )
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--warmup-epochs", type=float, default=1.0)
     t.add_argument("--num-patches", type=int, default=4, help="STGCN patches per frame")
+    t.add_argument("--num-layers", type=int, default=None,
+                   help="graph layers per branch / scale (STGCN M, CTL L; default 2)")
+    t.add_argument("--tau", type=int, default=None, help="CTL 3D-GCL window (default 3)")
+    t.add_argument("--alpha", type=float, default=None,
+                   help="CTL cross-scale weight, eq. 7 (default 0.3)")
+    t.add_argument("--diversity-weight", type=float, default=1.0,
+                   help="weight of CTL's diversity loss, eq. 9")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--output", required=True, help="folder for metrics.json and checkpoint.pth")
     _add_eval_args(t)
@@ -120,10 +128,11 @@ def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
     candidates = {
         "backbone": args.backbone, "last_stride": args.last_stride,
         "pretrained": args.pretrained, "seq_len": args.seq_len,
-        "num_patches": args.num_patches,
+        "num_patches": args.num_patches, "num_layers": args.num_layers, "tau": args.tau,
+        "alpha": args.alpha,
     }
     params = inspect.signature(get_model_class(name)).parameters
-    return {k: v for k, v in candidates.items() if k in params}
+    return {k: v for k, v in candidates.items() if k in params and v is not None}
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -172,9 +181,14 @@ def _train(args: argparse.Namespace) -> int:
     model_kwargs = _model_kwargs(args.model, args)
     model = create_model(args.model, num_classes=dataset.num_train_pids, **model_kwargs).to(device)
     num_params = sum(p.numel() for p in model.parameters())
+    keypoints = takes_keypoints(model)
+    if keypoints and dataset.frame_keypoints(dataset.train[0].frames[0]) is None:
+        print(f"stgraph: warning: {args.model} takes keypoints but {data_cfg['name']} has none "
+              "(pass --keypoints FILE); every frame uses the prior pose", file=sys.stderr)
     loader = make_train_loader(dataset, args.seq_len, args.height, args.width, args.batch_ids,
-                               args.batch_instances, seed=args.seed, workers=args.workers)
-    criterion = ReIDLoss(dataset.num_train_pids)
+                               args.batch_instances, seed=args.seed, workers=args.workers,
+                               keypoints=keypoints)
+    criterion = ReIDLoss(dataset.num_train_pids, diversity_weight=args.diversity_weight)
     optimizer = build_optimizer(model, args.lr, args.weight_decay)
     steps = len(loader) * args.epochs
     scheduler = warmup_cosine(optimizer, steps, int(args.warmup_epochs * len(loader)))
@@ -186,8 +200,9 @@ def _train(args: argparse.Namespace) -> int:
                                 scheduler=scheduler, progress=progress)
         stats["seconds"] = time.perf_counter() - te
         history.append(stats)
+        div = f"  div {stats['div']:.4f}" if "div" in stats else ""
         print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  "
-              f"ce {stats['ce']:.4f}  triplet {stats['triplet']:.4f}  "
+              f"ce {stats['ce']:.4f}  triplet {stats['triplet']:.4f}{div}  "
               f"acc {100 * stats['acc']:.1f}%  {stats['seconds']:.1f}s", flush=True)
     train_seconds = time.perf_counter() - t0
     te = time.perf_counter()

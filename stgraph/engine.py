@@ -13,20 +13,41 @@ from tqdm.auto import tqdm
 from stgraph.data import PKSampler, TestClipDataset, TrainClipDataset, VideoReIDDataset
 from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features
 
-__all__ = ["build_optimizer", "evaluate", "make_train_loader", "train_one_epoch", "warmup_cosine"]
+__all__ = [
+    "build_optimizer",
+    "evaluate",
+    "make_train_loader",
+    "model_inputs",
+    "takes_keypoints",
+    "train_one_epoch",
+    "warmup_cosine",
+]
+
+
+def takes_keypoints(model: nn.Module) -> bool:
+    """Whether ``model`` takes per-frame keypoints (its ``input_keys`` name them), e.g. CTL."""
+    return "keypoints" in getattr(model, "input_keys", ())
+
+
+def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> dict:
+    """The extra batch entries ``model`` takes (``model.input_keys``), moved to ``device``."""
+    return {k: batch[k].to(device, non_blocking=True)
+            for k in getattr(model, "input_keys", ()) if k in batch}
 
 
 def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
                       batch_ids: int, batch_instances: int, seed: int = 0,
-                      workers: int = 0) -> DataLoader:
+                      workers: int = 0, keypoints: bool = False) -> DataLoader:
     """A PK-sampled loader of restricted-random training clips.
 
     Each batch holds ``batch_ids`` identities x ``batch_instances`` tracklets;
-    items are dicts ``clip (B,T,3,H,W)``, ``pid (B,)``, ``camid (B,)``.
+    items are dicts ``clip (B,T,3,H,W)``, ``pid (B,)``, ``camid (B,)``, and
+    with ``keypoints`` also ``keypoints (B,T,17,3)`` (pass
+    ``keypoints=takes_keypoints(model)`` for a model that takes them).
     Call ``loader.dataset.set_epoch(e)`` and ``loader.sampler.set_epoch(e)``
     (or :func:`train_one_epoch`, which does) before each epoch.
     """
-    clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed)
+    clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed, keypoints=keypoints)
     pids = [t.pid for t in dataset.train]
     sampler = PKSampler(pids, batch_ids, batch_instances, seed=seed)
     # persistent_workers must stay False: workers copy the dataset when they start, so a
@@ -75,7 +96,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     for batch in bar:
         clips = batch["clip"].to(device, non_blocking=True)
         pids = batch["pid"].to(device, non_blocking=True)
-        outputs = model(clips)
+        outputs = model(clips, **model_inputs(model, batch, device))
         loss, parts = criterion(outputs, pids)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr")
@@ -97,7 +118,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 def _features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
               workers, progress, desc):
-    clips = TestClipDataset(dataset, tracklets, seq_len, height, width)
+    clips = TestClipDataset(dataset, tracklets, seq_len, height, width,
+                            keypoints=takes_keypoints(model))
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
     if progress:
         print(f"extracting {desc} features: {len(tracklets)} tracklets, {len(clips)} clips")
@@ -113,7 +135,8 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
 
     Every frame of every test tracklet is used, in consecutive ``seq_len``-frame
     clips; clip embeddings are pooled per tracklet (``pool``); memory is bounded
-    by one batch of clips. Distances by ``metric``; the protocol of
+    by one batch of clips; a model that takes keypoints (:func:`takes_keypoints`)
+    gets each clip's keypoints. Distances by ``metric``; the protocol of
     :func:`stgraph.eval.evaluate_rank` (same identity and camera removed).
 
     Returns:

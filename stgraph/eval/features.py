@@ -16,7 +16,7 @@ _POOLS = ("mean", "max")
 @torch.no_grad()
 def extract_features(model: nn.Module, loader: Iterable[Mapping[str, Tensor]], num_tracklets: int,
                      device: torch.device | str | None = None, pool: str = "mean",
-                     progress: bool = False) -> Tensor:
+                     progress: bool = False, inputs: Iterable[str] | None = None) -> Tensor:
     r"""Embed every clip with ``model`` and pool the embeddings of each tracklet.
 
     .. math::
@@ -43,6 +43,9 @@ def extract_features(model: nn.Module, loader: Iterable[Mapping[str, Tensor]], n
             parameter or buffer, CPU for a model without any)
         pool (str): ``"mean"`` or ``"max"``. (default: ``"mean"``)
         progress (bool): show a tqdm progress bar. (default: :obj:`False`)
+        inputs (iterable of str, optional): extra batch entries passed to the
+            model as keyword arguments when a batch has them, e.g.
+            ``("keypoints",)``. (default: the model's ``input_keys``, if any)
 
     Shapes:
         - **output:** :math:`(\text{num\_tracklets}, D)` on ``device``.
@@ -62,6 +65,7 @@ def extract_features(model: nn.Module, loader: Iterable[Mapping[str, Tensor]], n
         tensor = tensor if tensor is not None else next(model.buffers(), None)
         device = tensor.device if tensor is not None else torch.device("cpu")
     device = torch.device(device)
+    inputs = tuple(getattr(model, "input_keys", ()) if inputs is None else inputs)
 
     was_training = model.training
     model.eval()
@@ -78,7 +82,8 @@ def extract_features(model: nn.Module, loader: Iterable[Mapping[str, Tensor]], n
                 bad = tid[(tid < 0) | (tid >= num_tracklets)][0].item()
                 raise ValueError(f"tracklet index {bad} out of range for "
                                  f"num_tracklets={num_tracklets}")
-            out = model(clip)
+            extra = {k: batch[k].to(device, non_blocking=True) for k in inputs if k in batch}
+            out = model(clip, **extra)
             if not isinstance(out, Mapping) or "embedding" not in out:
                 raise TypeError(f"model output must be a dict with an 'embedding' entry, "
                                 f"got {type(out).__name__}")

@@ -1,4 +1,5 @@
-"""The per-branch re-ID objective: label-smoothed cross-entropy + batch-hard triplet."""
+"""The per-branch re-ID objective: label-smoothed cross-entropy + batch-hard triplet
+(+ CTL's diversity loss when the model outputs part features)."""
 
 from __future__ import annotations
 
@@ -6,39 +7,48 @@ import torch
 from torch import Tensor, nn
 
 from stgraph.losses.cross_entropy import CrossEntropyLabelSmooth
+from stgraph.losses.diversity import diversity_loss
 from stgraph.losses.triplet import TripletLoss
 
 __all__ = ["ReIDLoss"]
 
 
 class ReIDLoss(nn.Module):
-    r"""Sum over a model's branches of :math:`w_{ce} L_{ce} + w_{tri} L_{tri}`.
+    r"""Sum over a model's branches of :math:`w_{ce} L_{ce} + w_{tri} L_{tri}`, plus
+    :math:`w_{div} L_{div}` for a model that outputs ``part_features``.
 
     For each branch ``b`` of a model's output dict, the label-smoothed
     cross-entropy (Szegedy et al., CVPR 2016) on ``logits[b]`` (after the
     BNNeck) and the batch-hard triplet loss (Hermans et al., 2017) on
     ``features[b]`` (before the BNNeck), as in STGCN (CVPR 2020, sec. 3.4) and
-    the BNNeck baseline (Luo et al., CVPRW 2019).
+    the BNNeck baseline (Luo et al., CVPRW 2019). When the output dict holds
+    ``part_features`` (CTL), the diversity loss of CTL eq. (8)
+    (:func:`~stgraph.losses.diversity_loss`) is added with weight
+    :math:`w_{div}`; CTL's eq. (9) has all three weights 1.
 
     Args:
         num_classes (int): number of training identities.
         margin (float): triplet margin. (default: :obj:`0.3`)
         epsilon (float): label smoothing. (default: :obj:`0.1`)
-        ce_weight (float), triplet_weight (float): term weights. (default: :obj:`1.0`)
+        ce_weight (float), triplet_weight (float), diversity_weight (float): term
+            weights. (default: :obj:`1.0`)
 
     Shapes:
         - **input:** ``outputs`` a model's output dict, ``pids`` :math:`(B,)` long
-        - **output:** ``(total scalar, {"ce": float, "triplet": float, "acc": float})``;
-          ``acc`` is the classification accuracy of the first branch, a fraction.
+        - **output:** ``(total scalar, {"ce": float, "triplet": float, "acc": float})``,
+          plus ``"div"`` with part features; ``acc`` is the classification
+          accuracy of the first branch, a fraction.
     """
 
     def __init__(self, num_classes: int, margin: float = 0.3, epsilon: float = 0.1,
-                 ce_weight: float = 1.0, triplet_weight: float = 1.0) -> None:
+                 ce_weight: float = 1.0, triplet_weight: float = 1.0,
+                 diversity_weight: float = 1.0) -> None:
         super().__init__()
         self.ce = CrossEntropyLabelSmooth(num_classes, epsilon=epsilon)
         self.triplet = TripletLoss(margin=margin)
         self.ce_weight = ce_weight
         self.triplet_weight = triplet_weight
+        self.diversity_weight = diversity_weight
 
     def forward(self, outputs: dict, pids: Tensor) -> tuple[Tensor, dict[str, float]]:
         ce = sum(self.ce(logits, pids) for logits in outputs["logits"])
@@ -46,4 +56,9 @@ class ReIDLoss(nn.Module):
         total = self.ce_weight * ce + self.triplet_weight * tri
         with torch.no_grad():
             acc = (outputs["logits"][0].argmax(dim=1) == pids).float().mean().item()
-        return total, {"ce": float(ce.detach()), "triplet": float(tri.detach()), "acc": acc}
+        parts = {"ce": float(ce.detach()), "triplet": float(tri.detach()), "acc": acc}
+        if "part_features" in outputs:
+            div = diversity_loss(outputs["part_features"])
+            total = total + self.diversity_weight * div
+            parts["div"] = float(div.detach())
+        return total, parts

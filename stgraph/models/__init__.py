@@ -1,16 +1,19 @@
 """Models composed from stgraph's layers, behind one registry."""
 
 from stgraph.models.base import VideoReIDModel
+from stgraph.models.ctl import CTL, cross_scale_pooling
 from stgraph.models.registry import create_model, get_model_class, list_models, register_model
 from stgraph.models.stgcn import STGCN, STGCNBranch
 from stgraph.models.tp import TemporalPooling
 
 __all__ = [
+    "CTL",
     "STGCN",
     "STGCNBranch",
     "TemporalPooling",
     "VideoReIDModel",
     "create_model",
+    "cross_scale_pooling",
     "get_model_class",
     "list_models",
     "register_model",

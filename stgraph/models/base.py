@@ -12,7 +12,8 @@ __all__ = ["VideoReIDModel", "ReIDOutput"]
 #: What every model returns, in train and eval mode alike:
 #: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
 #: ``features`` tuple of pre-BNNeck branch features (B, D_b) for the triplet loss,
-#: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names.
+#: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names;
+#: a model may add entries, e.g. CTL's ``part_features`` for its diversity loss.
 ReIDOutput = dict
 
 
@@ -32,6 +33,10 @@ class VideoReIDModel(nn.Module):
         - **input:** clips :math:`(B, T, 3, H, W)`
         - **output:** dict, see :data:`ReIDOutput`.
     """
+
+    #: Names of extra batch entries (besides the clips) that :meth:`forward` takes as
+    #: keyword arguments, e.g. ``("keypoints",)`` for CTL; the engine loads and passes them.
+    input_keys: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None) -> None:
@@ -55,8 +60,12 @@ class VideoReIDModel(nn.Module):
         return self.forward_head(self.forward_features(clips))
 
     @staticmethod
-    def _output(names: tuple[str, ...], feats: list[Tensor], necks: nn.ModuleList) -> ReIDOutput:
+    def _output(names: tuple[str, ...], feats: list[Tensor], necks: nn.ModuleList,
+                embed: tuple[int, ...] | None = None) -> ReIDOutput:
+        """Output dict; ``embed`` picks the branches of the embedding (default: all)."""
         embs, logits = zip(*(neck(f) for neck, f in zip(necks, feats, strict=True)), strict=True)
+        if embed is not None:
+            embs = [embs[i] for i in embed]
         return {
             "embedding": torch.cat(embs, dim=1),
             "features": tuple(feats),

@@ -116,7 +116,10 @@ class DenseSlidingWindowGCN(torch.nn.Module):
         if self.bias is not None:
             h = h + self.bias
         h = F.relu(h).view(B, T, tau, N, C_out)
-        y = torch.einsum("btknc,ck->btnc", h, self.collapse.weight[:, 0, :])  # (B, T, N, C')
+        # depthwise collapse of the window: sum_k c_k * [H_t]_k (a broadcast multiply-sum is
+        # cheaper than the einsum, which becomes a bmm batched over channels)
+        c = self.collapse.weight[:, 0, :].t().reshape(1, 1, tau, 1, C_out)
+        y = (h * c).sum(dim=2)  # (B, T, N, C')
         y = F.relu(self.bn(y.reshape(B * T * N, C_out))).view(B, T, N, C_out)
         if self.residual:
             y = y + x

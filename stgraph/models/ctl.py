@@ -1,0 +1,280 @@
+r"""CTL: spatial-temporal correlation and topology learning for video re-ID.
+
+Liu, Zha, Wu, Zhang, Wang and Wu, "Spatial-Temporal Correlation and Topology
+Learning for Person Re-Identification in Videos", CVPR 2021.
+https://openaccess.thecvf.com/content/CVPR2021/html/Liu_Spatial-Temporal_Correlation_and_Topology_Learning_for_Person_Re-Identification_in_Videos_CVPR_2021_paper.html
+
+Pipeline (fig. 2): backbone feature maps :math:`F` and keypoint heatmaps ->
+part features at three scales and the global feature (eq. 1,
+:class:`~stgraph.graph.KeypointGraphBuilder`) -> :math:`L` 3D graph
+convolutions per scale on the context-reinforced topology (eq. 2-4,
+:class:`~stgraph.nn.DenseSlidingWindowGCN`) -> cross-scale graph
+convolutions from the fine scales to the coarsest (eq. 5-7,
+:class:`~stgraph.nn.DenseCrossScaleGCN`) -> fusion block (sec. 3.5) -> three
+features trained with cross-entropy and batch-hard triplet losses, plus the
+diversity loss of eq. (8) on the part features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from stgraph.graph import COCO17, KeypointGraphBuilder, Skeleton, keypoint_heatmaps, prior_pose
+from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.registry import register_model
+from stgraph.nn import (
+    BNNeck,
+    CrossScaleGCN,
+    DenseCrossScaleGCN,
+    DenseSlidingWindowGCN,
+    SlidingWindowGCN,
+)
+
+__all__ = ["CTL", "cross_scale_pooling"]
+
+_BACKENDS = ("dense", "pyg")
+_CROSS_SCALE = ("gcn", "add")
+
+
+def cross_scale_pooling(skeleton: Skeleton, fine: str, coarse: str) -> Tensor:
+    r"""Fixed fine-to-coarse pooling, the "addition" that replaces CS-GCL in CTL's ablation.
+
+    :math:`M_{mi} \propto |P_m \cap Q_i|`, the number of keypoints coarse part
+    :math:`P_m` shares with fine node :math:`Q_i`, each row normalised to sum
+    to 1, so :math:`M X_{fine}` averages the fine nodes overlapping each coarse
+    part (weighted by the overlap). From the keypoints (``fine="s1"``) it is
+    the coarse scale's :meth:`~stgraph.graph.Skeleton.group_matrix`. The paper's
+    "Basel+ContRe+3D" (Table 3) says only "addition"; this weighting is ours.
+
+    Args:
+        skeleton (Skeleton): the scales' definitions.
+        fine (str): fine scale, e.g. ``"s2"``.
+        coarse (str): coarse scale, e.g. ``"s3"``.
+
+    Returns:
+        Tensor :math:`(N_{coarse}, N_{fine})`, rows summing to 1.
+
+    Raises:
+        ValueError: an unknown scale, or a coarse part sharing no keypoint with
+            any fine node.
+
+    Examples:
+        >>> m = cross_scale_pooling(COCO17, "s2", "s3")
+        >>> m.shape, bool(torch.allclose(m.sum(1), torch.ones(5)))
+        (torch.Size([5, 10]), True)
+    """
+    m_f = (skeleton.group_matrix(fine, dtype=torch.float64) > 0).to(torch.float64)
+    m_c = (skeleton.group_matrix(coarse, dtype=torch.float64) > 0).to(torch.float64)
+    overlap = m_c @ m_f.t()  # (N_c, N_f) shared keypoints
+    rows = overlap.sum(dim=1, keepdim=True)
+    if bool((rows == 0).any()):
+        raise ValueError(f"a part of scale {coarse!r} shares no keypoint with scale {fine!r}")
+    return (overlap / rows).to(torch.float32)
+
+
+@register_model("ctl")
+class CTL(VideoReIDModel):
+    r"""CTL (Liu et al., CVPR 2021): multi-scale keypoint graphs, 3D-GCL, CS-GCL, fusion.
+
+    Per clip, with :math:`V_g` the per-frame global feature (GAP) and
+    :math:`\hat{X}_s` the part features of scale :math:`s` after ``num_layers``
+    3D-GCLs:
+
+    .. math::
+        V_p = \hat{X}_{s_3} + \alpha \big(\hat{X}_{s_{13}} + \hat{X}_{s_{23}}\big)
+        \quad \text{(eq. 7)}
+
+    .. math::
+        V_f^g = \mathrm{TAP}(V_g), \quad
+        V_f^a = \mathrm{TAP}\Big(\sum_n [V_p]_{:,n} + V_g\Big), \quad
+        V_f^c = \mathrm{TAP}\big([g_c([V_p]_{:,1}), \dots, g_c([V_p]_{:,N_{s_3}})] + V_g\big)
+
+    (sec. 3.5), each with a BNNeck and classifier; ``part_features`` is
+    :math:`\mathrm{TAP}(V_p)` for the diversity loss of eq. (8)
+    (:func:`~stgraph.losses.diversity_loss`, added by
+    :class:`~stgraph.losses.ReIDLoss`). The retrieval embedding is
+    :math:`V_f^a` after its BNNeck (the paper's inference feature).
+
+    Keypoints come with the clips (``keypoints`` in image pixels, as
+    :class:`~stgraph.data.TrainClipDataset` with ``keypoints=True`` gives
+    them), or as ready heatmaps on the feature grid, or not at all: then
+    every frame uses the prior pose (:func:`~stgraph.graph.prior_pose`).
+    Heatmaps are drawn by :func:`~stgraph.graph.keypoint_heatmaps`.
+
+    Choices where the paper is silent (ours, see ``docs/ctl_choices.md``):
+    all graph layers keep the backbone width :math:`C`; the first 3D-GCL of
+    each scale has no shortcut, the later ones do (sec. 3.3, :math:`1 \le l
+    \le L - 1`); :math:`g_c` is one linear map :math:`C \to \lceil C /
+    N_{s_3} \rceil` shared by the parts, their concatenation cut to :math:`C`
+    channels (:math:`C` is rarely divisible by 5); the diversity loss is on
+    TAP(:math:`V_p`) with each part L2-normalised, averaged over clips.
+
+    Args:
+        num_classes (int): number of training identities.
+        backbone (str): ``"resnet18" | "resnet34" | "resnet50"``. (default: ``"resnet50"``)
+        last_stride (int): backbone's last stride. (default: :obj:`1`, as the paper)
+        pretrained (str, optional): local path of torchvision ImageNet weights.
+        skeleton (Skeleton): keypoints and the two part scales; the last scale
+            is the coarse one :math:`s_3`. (default: :data:`~stgraph.graph.COCO17`)
+        num_layers (int): 3D-GCLs :math:`L` per scale; 0 keeps the pooled part
+            features (the paper's "Basel"). (default: :obj:`2`)
+        tau (int): temporal window :math:`\tau`; 1 gives the frame-wise GCN
+            ("Basel+ContRe"). (default: :obj:`3`)
+        alpha (float): weight :math:`\alpha` of the cross-scale features, eq. (7).
+            (default: :obj:`0.3`)
+        use_physical, use_mask, use_context (bool): the terms :math:`A^p`,
+            :math:`A^m`, :math:`A^c` of the topology, eq. (2) (Table 4).
+            (default: all :obj:`True`)
+        cross_scales (sequence of str): fine scales propagated to the coarse
+            one (Table 5); empty for :math:`V_p = \hat{X}_{s_3}`.
+            (default: ``("s1", "s2")``)
+        cross_scale (str): ``"gcn"`` (CS-GCL, eq. 5-6) or ``"add"`` (a fixed
+            average, :func:`cross_scale_pooling`: the "Basel+ContRe+3D"
+            ablation). (default: ``"gcn"``)
+        cross_embed_channels (int, optional): embedding width of the CS-GCLs;
+            default :math:`C / 8`.
+        heatmap_sigma (float): Gaussian sigma of the heatmaps, in feature
+            cells. (default: :obj:`1.0`)
+        heatmap_temperature (float): softmax temperature of the heatmaps, 1 is
+            the paper's. (default: :obj:`1.0`)
+        backend (str): ``"dense"`` (batched matmuls) or ``"pyg"`` (the
+            ``MessagePassing`` twins); same parameters, same numbers.
+            (default: ``"dense"``)
+
+    Shapes:
+        - **input:** clips :math:`(B, T, 3, H, W)`; optional ``keypoints``
+          :math:`(B, T, K, 3)` rows ``(x, y, score)`` in pixels of the
+          :math:`H \times W` frames, or ``heatmaps`` :math:`(B, T, K, h, w)`
+          on the feature grid, normalised over its cells
+        - **output:** dict with ``embedding`` :math:`(B, C)` (:math:`V_f^a`),
+          branches ``("global", "aggregate", "concat")`` and ``part_features``
+          :math:`(B, N_{s_3}, C)`
+
+    Raises:
+        ValueError: an unknown ``backend`` / ``cross_scale`` / scale, a
+            skeleton without two part scales, ``num_layers < 0``, or keypoints /
+            heatmaps of the wrong shape or with NaN (the message names the
+            shape expected).
+    """
+
+    #: Extra batch entries :meth:`forward` accepts, passed by the engine when present.
+    input_keys = ("keypoints",)
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
+                 pretrained: str | None = None, skeleton: Skeleton = COCO17,
+                 num_layers: int = 2, tau: int = 3, alpha: float = 0.3,
+                 use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
+                 cross_scales: Sequence[str] = ("s1", "s2"), cross_scale: str = "gcn",
+                 cross_embed_channels: int | None = None, heatmap_sigma: float = 1.0,
+                 heatmap_temperature: float = 1.0, backend: str = "dense") -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
+        if cross_scale not in _CROSS_SCALE:
+            raise ValueError(f"unknown cross_scale {cross_scale!r}; "
+                             f"choose one of: {', '.join(_CROSS_SCALE)}")
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        if len(skeleton.scales) != 3:
+            raise ValueError(f"CTL needs a skeleton with keypoints and two part scales, "
+                             f"got scales {skeleton.scales}")
+        cross_scales = tuple(cross_scales)
+        fine_scales = skeleton.scales[:-1]
+        bad = [s for s in cross_scales if s not in fine_scales]
+        if bad or len(set(cross_scales)) != len(cross_scales):
+            raise ValueError(f"cross_scales must be distinct fine scales among {fine_scales}, "
+                             f"got {cross_scales}")
+        super().__init__(num_classes, backbone, last_stride, pretrained)
+        C = self.feat_channels
+        self.skeleton = skeleton
+        self.builder = KeypointGraphBuilder(skeleton)
+        self.coarse = skeleton.scales[-1]
+        self.cross_scales = cross_scales
+        self.cross_scale = cross_scale
+        self.alpha = float(alpha)
+        self.backend = backend
+        self.heatmap_sigma = float(heatmap_sigma)
+        self.heatmap_temperature = float(heatmap_temperature)
+
+        gcl = DenseSlidingWindowGCN if backend == "dense" else SlidingWindowGCN
+        self.gcls = nn.ModuleDict({
+            s: nn.ModuleList([
+                gcl(C, C, skeleton.physical_adjacency(s), tau=tau, use_physical=use_physical,
+                    use_mask=use_mask, use_context=use_context, residual=layer > 0)
+                for layer in range(num_layers)
+            ])
+            for s in (*cross_scales, self.coarse)
+        })
+        if cross_scale == "gcn":
+            cs = DenseCrossScaleGCN if backend == "dense" else CrossScaleGCN
+            self.cs_gcls = nn.ModuleDict({s: cs(C, C, cross_embed_channels)
+                                          for s in cross_scales})
+        else:
+            self.cs_gcls = nn.ModuleDict()
+            for s in cross_scales:
+                self.register_buffer(f"pool_{s}", cross_scale_pooling(skeleton, s, self.coarse))
+        n_coarse = skeleton.num_nodes(self.coarse)
+        self.part_channels = -(-C // n_coarse)  # ceil(C / N_s3)
+        self.g_c = nn.Linear(C, self.part_channels)
+        self.necks = nn.ModuleList([BNNeck(C, num_classes) for _ in range(3)])
+
+    def heatmaps(self, keypoints: Tensor | None, batch: int, frames: int,
+                 image_size: tuple[int, int], feature_size: tuple[int, int],
+                 device: torch.device, dtype: torch.dtype) -> Tensor:
+        """Heatmaps ``(B, T, K, h, w)`` from keypoints in image pixels, or the prior pose."""
+        K = self.skeleton.num_keypoints
+        if keypoints is None:
+            if K != 17:
+                raise ValueError(f"the prior pose has the 17 COCO keypoints, skeleton "
+                                 f"{self.skeleton.name!r} has {K}: pass keypoints")
+            pose = torch.from_numpy(prior_pose(*image_size)).to(device=device, dtype=dtype)
+            keypoints = pose.expand(batch, frames, K, 3)
+        elif keypoints.shape != (batch, frames, K, 3):
+            raise ValueError(f"expected keypoints of shape {(batch, frames, K, 3)} = "
+                             f"(B, T, K, 3) for clips of {batch} x {frames} frames and the "
+                             f"{K} keypoints of skeleton {self.skeleton.name!r}, "
+                             f"got {tuple(keypoints.shape)}")
+        return keypoint_heatmaps(keypoints.to(device=device, dtype=dtype), image_size,
+                                 feature_size, sigma=self.heatmap_sigma,
+                                 temperature=self.heatmap_temperature)
+
+    def forward(self, clips: Tensor, keypoints: Tensor | None = None,
+                heatmaps: Tensor | None = None) -> ReIDOutput:
+        """See the class docstring."""
+        if keypoints is not None and heatmaps is not None:
+            raise ValueError("pass keypoints or heatmaps, not both")
+        fmap = self.forward_features(clips)  # (B, T, C, h, w)
+        B, T = clips.shape[:2]
+        if heatmaps is None:
+            heatmaps = self.heatmaps(keypoints, B, T, tuple(clips.shape[-2:]),
+                                     tuple(fmap.shape[-2:]), fmap.device, fmap.dtype)
+        return self.forward_head(fmap, heatmaps)
+
+    def forward_head(self, feature_maps: Tensor, heatmaps: Tensor) -> ReIDOutput:
+        """The head on backbone maps ``(B, T, C, h, w)`` and heatmaps ``(B, T, K, h, w)``."""
+        feats = self.builder(feature_maps, heatmaps)
+        x = {}
+        for s, layers in self.gcls.items():
+            h = feats[s]  # (B, T, N_s, C)
+            for layer in layers:
+                h = layer(h)
+            x[s] = h
+        v_p = x[self.coarse]  # (B, T, N_s3, C)
+        if self.cross_scales:
+            if self.cross_scale == "gcn":
+                cross = [self.cs_gcls[s](x[s], v_p) for s in self.cross_scales]
+            else:
+                cross = [torch.einsum("mi,btic->btmc", getattr(self, f"pool_{s}"), x[s])
+                         for s in self.cross_scales]
+            v_p = v_p + self.alpha * torch.stack(cross).sum(dim=0)  # eq. (7)
+        v_g = feats.global_feature  # (B, T, C)
+        C = v_g.size(-1)
+        f_g = v_g.mean(dim=1)
+        f_a = (v_p.sum(dim=2) + v_g).mean(dim=1)
+        f_c = (self.g_c(v_p).flatten(2)[..., :C] + v_g).mean(dim=1)
+        out = self._output(("global", "aggregate", "concat"), [f_g, f_a, f_c], self.necks,
+                           embed=(1,))
+        out["part_features"] = v_p.mean(dim=1)  # (B, N_s3, C): TAP(V_p) for eq. (8)
+        return out
