@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from stgraph.data import create_dataset, list_datasets
+from stgraph.data import create_dataset, get_dataset_class, list_datasets
 from stgraph.engine import (
     build_optimizer,
     evaluate,
@@ -29,6 +29,7 @@ from stgraph.engine import (
     train_one_epoch,
     warmup_cosine,
 )
+from stgraph.eval import RANK_PROTOCOLS
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
 
@@ -42,7 +43,7 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--dataset", required=required, choices=list_datasets(),
                    help="dataset name")
     p.add_argument("--root", help="dataset root folder (not needed for synthetic)")
-    p.add_argument("--split-file", help="torchreid split json (prid2011)")
+    p.add_argument("--split-file", help="split json (prid2011, ilidsvid)")
     p.add_argument("--split-id", type=int, default=None, help="index into the split file")
     p.add_argument("--keypoints", help="COCO keypoint results file (prid2011); synthetic "
                    "data carries its own ground-truth keypoints")
@@ -94,6 +95,10 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-batch", type=int, default=32, help="clips per test batch")
     p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--protocol", default="torchreid", choices=list(RANK_PROTOCOLS),
+                   help="evaluation protocol; for mars also which gallery is used")
+    p.add_argument("--rerank", action="store_true",
+                   help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -119,8 +124,11 @@ def _dataset_config(args: argparse.Namespace, base: dict | None = None) -> dict:
     return cfg
 
 
-def _load_dataset(cfg: dict):
+def _load_dataset(cfg: dict, protocol: str | None = None):
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    if protocol is not None and "protocol" in inspect.signature(
+            get_dataset_class(cfg["name"])).parameters:
+        kwargs["protocol"] = protocol  # e.g. MARS: which gallery the protocol uses
     return create_dataset(cfg["name"], **kwargs)
 
 
@@ -166,6 +174,9 @@ def format_table(metrics: dict) -> str:
     row = " | ".join(f"{100 * metrics[c]:6.2f}%" for c in cols)
     rule = "-" * len(head)
     info = f"{metrics['num_query']} queries vs {metrics['num_gallery']} gallery tracklets"
+    if "protocol" in metrics:
+        info += f", {metrics['protocol']} protocol" + (", re-ranked" if metrics.get("rerank")
+                                                       else "")
     return f"{info}\n{head}\n{rule}\n{row}"
 
 
@@ -173,7 +184,8 @@ def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     progress = not args.no_progress
     data_cfg = _dataset_config(args)
-    dataset = _load_dataset(data_cfg)  # validates root / split file before anything is written
+    # validates root / split file before anything is written
+    dataset = _load_dataset(data_cfg, args.protocol)
     if progress:
         print(dataset.summary())
     out_dir = Path(args.output)
@@ -208,7 +220,8 @@ def _train(args: argparse.Namespace) -> int:
     te = time.perf_counter()
     metrics = evaluate(model, dataset, args.seq_len, args.height, args.width,
                        batch_size=args.test_batch, device=device, metric=args.metric,
-                       pool=args.pool, workers=args.workers, progress=progress)
+                       pool=args.pool, workers=args.workers, progress=progress,
+                       protocol=args.protocol, rerank=args.rerank)
     metrics.update(
         model=args.model, dataset=data_cfg["name"], parameters=num_params,
         train_seconds=round(train_seconds, 1),
@@ -257,10 +270,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
     data_cfg = _dataset_config(args, base=cfg["dataset"])
-    dataset = _load_dataset(data_cfg)
+    dataset = _load_dataset(data_cfg, args.protocol)
     metrics = evaluate(model, dataset, cfg["seq_len"], cfg["height"], cfg["width"],
                        batch_size=args.test_batch, device=device, metric=args.metric,
-                       pool=args.pool, workers=args.workers, progress=not args.no_progress)
+                       pool=args.pool, workers=args.workers, progress=not args.no_progress,
+                       protocol=args.protocol, rerank=args.rerank)
     print(format_table(metrics))
     if args.output:
         _write_outputs(Path(args.output), metrics, None)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from stgraph.data import PKSampler, TestClipDataset, TrainClipDataset, VideoReIDDataset
-from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features
+from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
 
 __all__ = [
     "build_optimizer",
@@ -130,29 +130,37 @@ def _features(model, dataset, tracklets, seq_len, height, width, batch_size, dev
 def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
              batch_size: int = 32, device: str | torch.device = "cpu", metric: str = "euclidean",
              pool: str = "mean", workers: int = 0, progress: bool = True,
-             ranks: Iterable[int] = (1, 5, 10, 20)) -> dict:
+             ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
+             rerank: bool = False) -> dict:
     """Query/gallery evaluation of a model on ``dataset``: CMC and mAP.
 
     Every frame of every test tracklet is used, in consecutive ``seq_len``-frame
     clips; clip embeddings are pooled per tracklet (``pool``); memory is bounded
     by one batch of clips; a model that takes keypoints (:func:`takes_keypoints`)
-    gets each clip's keypoints. Distances by ``metric``; the protocol of
-    :func:`stgraph.eval.evaluate_rank` (same identity and camera removed).
+    gets each clip's keypoints. Distances by ``metric``, k-reciprocal re-ranked
+    (:func:`stgraph.eval.re_ranking`, k1 = 20, k2 = 6, lambda = 0.3) with
+    ``rerank``; CMC and mAP under ``protocol`` (:func:`stgraph.eval.evaluate_rank`:
+    ``"torchreid"`` or ``"mars-official"``; the gallery is whatever
+    ``dataset.gallery`` holds, e.g. ``MARS(..., protocol="mars-official")``).
 
     Returns:
         dict with ``rank1``, ``rank5``, ``rank10``, ``rank20`` and ``mAP`` (fractions in
         [0, 1]), ``cmc`` (list, first 50 ranks), ``num_query``, ``num_gallery``,
-        ``num_valid_queries``.
+        ``num_valid_queries``, ``protocol``, ``rerank``.
     """
     args = (seq_len, height, width, batch_size, device, pool, workers, progress)
     qf = _features(model, dataset, dataset.query, *args, desc="query")
     gf = _features(model, dataset, dataset.gallery, *args, desc="gallery")
-    distmat = compute_distance_matrix(qf, gf, metric=metric)
+    if rerank:
+        distmat = re_ranking(qf, gf, metric=metric)
+    else:
+        distmat = compute_distance_matrix(qf, gf, metric=metric)
     q_pids = [t.pid for t in dataset.query]
     g_pids = [t.pid for t in dataset.gallery]
     q_cams = [t.camid for t in dataset.query]
     g_cams = [t.camid for t in dataset.gallery]
-    result = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+    result = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50,
+                           protocol=protocol)
     cmc = result["cmc"]
     metrics = {f"rank{r}": float(cmc[min(r, len(cmc)) - 1]) for r in ranks}
     metrics.update(
@@ -161,5 +169,7 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
         num_query=len(dataset.query),
         num_gallery=len(dataset.gallery),
         num_valid_queries=int(result["num_valid_queries"]),
+        protocol=protocol,
+        rerank=bool(rerank),
     )
     return metrics

@@ -44,6 +44,42 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("rank1", "rank5", "mAP"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
+    assert again["protocol"] == "torchreid" and again["rerank"] is False
+    # the other protocol and re-ranking, by flag; every synthetic query has a match either way
+    rc = main(["evaluate", "--checkpoint", str(out / "checkpoint.pth"), "--workers", "0",
+               "--no-progress", "--protocol", "mars-official", "--rerank",
+               "--output", str(tmp_path / "rerank")])
+    assert rc == 0
+    rr = json.loads((tmp_path / "rerank" / "metrics.json").read_text())
+    assert rr["protocol"] == "mars-official" and rr["rerank"] is True
+    assert rr["num_valid_queries"] == 32 and 0.0 <= rr["mAP"] <= 1.0
+    assert "mars-official protocol, re-ranked" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctl_trains_with_ground_truth_keypoints_and_learns(tmp_path, capsys):
+    out = tmp_path / "ctl"
+    rc = main(["train", "--model", "ctl", "--dataset", "synthetic", "--epochs", "4",
+               "--batch-ids", "8", "--tau", "3", "--output", str(out), *TINY])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rank1"] >= 6 / 32  # chance is 1 / 32
+    assert all("div" in epoch for epoch in metrics["history"])  # diversity loss is on
+    assert metrics["history"][-1]["div"] < metrics["history"][0]["div"]
+    printed = capsys.readouterr()
+    assert "div" in printed.out and "prior pose" not in printed.err  # synthetic has keypoints
+    model, cfg = load_checkpoint(out / "checkpoint.pth")
+    assert cfg["model"] == "ctl" and cfg["model_kwargs"]["tau"] == 3
+
+
+def test_protocol_reaches_only_datasets_that_take_it(monkeypatch):
+    import stgraph.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "create_dataset", lambda name, **kw: seen.update({name: kw}))
+    _load_dataset({"name": "mars", "root": "/x"}, "mars-official")
+    _load_dataset({"name": "synthetic"}, "mars-official")
+    assert seen == {"mars": {"root": "/x", "protocol": "mars-official"}, "synthetic": {}}
 
 
 def test_missing_root_is_a_clear_error_and_writes_nothing(tmp_path, capsys):

@@ -18,6 +18,7 @@ from stgraph.data.prid2011 import PRID2011
 from stgraph.data.registry import (
     UnknownDatasetError,
     create_dataset,
+    get_dataset_class,
     list_datasets,
     register_dataset,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "VideoReIDDataset",
     "create_dataset",
     "derive_seed",
+    "get_dataset_class",
     "list_datasets",
     "load_clip",
     "load_clip_with_keypoints",

@@ -6,7 +6,13 @@ from collections.abc import Callable
 
 from stgraph.data.base import VideoReIDDataset
 
-__all__ = ["UnknownDatasetError", "create_dataset", "list_datasets", "register_dataset"]
+__all__ = [
+    "UnknownDatasetError",
+    "create_dataset",
+    "get_dataset_class",
+    "list_datasets",
+    "register_dataset",
+]
 
 _DATASETS: dict[str, type[VideoReIDDataset]] = {}
 
@@ -66,6 +72,20 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def get_dataset_class(name: str) -> type[VideoReIDDataset]:
+    """The class registered as ``name`` (case-insensitive).
+
+    Raises:
+        UnknownDatasetError: ``name`` is not registered (the message lists the valid names).
+    """
+    cls = _DATASETS.get(str(name).lower())
+    if cls is None:
+        raise UnknownDatasetError(
+            f"unknown dataset '{name}'; choose one of: {', '.join(list_datasets())}"
+        )
+    return cls
+
+
 def create_dataset(name: str, **kwargs) -> VideoReIDDataset:
     """Build a registered dataset by name.
 
@@ -86,9 +106,4 @@ def create_dataset(name: str, **kwargs) -> VideoReIDDataset:
         >>> ds.num_train_pids
         4
     """
-    cls = _DATASETS.get(str(name).lower())
-    if cls is None:
-        raise UnknownDatasetError(
-            f"unknown dataset '{name}'; choose one of: {', '.join(list_datasets())}"
-        )
-    return cls(**kwargs)
+    return get_dataset_class(name)(**kwargs)

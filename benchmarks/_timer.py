@@ -1,0 +1,97 @@
+"""Shared timer for the benchmarks: warm-up, device sync, median of repeats, peak memory.
+
+``measure(fn)`` calls ``fn()`` ``warmup`` times, then ``repeats`` timed times (wall clock,
+``time.perf_counter``; ``sync()`` after each call, e.g. ``torch.cuda.synchronize``, so
+asynchronous device work is counted), then once more untimed to measure memory:
+
+* ``peak_traced_mb``: the peak of the allocations ``tracemalloc`` sees during that call
+  (Python objects and numpy arrays; **not** torch tensors, whose allocator it cannot see);
+* ``peak_rss_mb`` / ``rss_delta_mb``: the process's resident-set high-water mark during the
+  call and its rise over the resident set before it, from ``VmHWM`` in ``/proc/self/status``
+  after resetting it through ``/proc/self/clear_refs`` (Linux); where that reset is not
+  possible, ``resource.getrusage(...).ru_maxrss``, the peak over the whole process so far
+  (``rss_reset`` says which). These count torch and numpy alike, but memory that the
+  allocator kept from earlier frees is reused without raising the RSS, so small
+  allocations can show a delta of 0: read ``peak_traced_mb`` for numpy work.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["measure"]
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
+
+
+def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
+            sync: Callable[[], Any] | None = None, memory: bool = True) -> dict[str, Any]:
+    """Time ``fn()``; return seconds (``median_s``, ``min_s``, ``max_s``, ``mean_s``,
+    ``times_s``), peak memory in MiB (see the module docstring; ``memory=False`` skips the
+    extra call) and ``value``, what the last call returned.
+
+    Raises:
+        ValueError: ``repeats < 1`` or ``warmup < 0``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    sync = sync or (lambda: None)
+    value = None
+    for _ in range(warmup):
+        value = fn()
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    out: dict[str, Any] = {
+        "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+        "mean_s": statistics.fmean(times), "times_s": times, "repeats": repeats,
+        "warmup": warmup,
+    }
+    if memory:
+        del value
+        rss_before = _status_kb("VmRSS")
+        reset = _reset_peak_rss() and rss_before is not None
+        tracemalloc.start()
+        value = fn()
+        sync()
+        out["peak_traced_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        hwm = _status_kb("VmHWM") if reset else None
+        out["rss_reset"] = hwm is not None
+        out["peak_rss_mb"] = hwm / 2**10 if hwm is not None else _maxrss_mb()
+        out["rss_delta_mb"] = (hwm - rss_before) / 2**10 if hwm is not None else None
+    out["value"] = value
+    return out
