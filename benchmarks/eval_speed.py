@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -51,13 +52,21 @@ TARGET_SECONDS, TARGET_SPEEDUP = 1.0, 60.0  # issue 4: CMC + mAP under 1 s, 60x 
 # ----------------------------------------------------------------------------- data
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root where possible (no machine paths in results)."""
+    try:
+        return os.path.relpath(Path(path).resolve(), ROOT)
+    except ValueError:
+        return str(path)
+
+
 def load_mars_split(info_dir: Path) -> dict[str, Any]:
     """Real MARS test ids/cameras and the 0-based query rows, from the official .mat files."""
     from scipy.io import loadmat
 
     info = loadmat(str(info_dir / "tracks_test_info.mat"))["track_test_info"].astype(np.int64)
     query = loadmat(str(info_dir / "query_IDX.mat"))["query_IDX"].ravel().astype(np.int64) - 1
-    return {"pids": info[:, 2], "cams": info[:, 3], "query": query, "source": str(info_dir)}
+    return {"pids": info[:, 2], "cams": info[:, 3], "query": query, "source": _shown(info_dir)}
 
 
 def synthetic_split(num_test: int, num_query: int, seed: int) -> dict[str, Any]:
