@@ -1,0 +1,15 @@
+"""Fused GPU kernels (Triton) for the hot graph operations, each beside a plain-PyTorch
+reference implementation of the same function.
+
+Backends, as the layers take them (``backend=``):
+
+* ``"torch"``: the plain batched-matmul path (runs everywhere);
+* ``"triton"``: the fused Triton kernels (CUDA tensors; on the CPU only through Triton's
+  interpreter, ``TRITON_INTERPRET=1``, which is how the tests run them without a GPU);
+* ``"auto"``: ``"triton"`` for CUDA inputs when Triton is installed, ``"torch"`` otherwise;
+* ``"pyg"``: the sparse ``MessagePassing`` twin (models only).
+"""
+
+from stgraph.kernels.backend import BACKENDS, resolve_backend, triton_available
+
+__all__ = ["BACKENDS", "resolve_backend", "triton_available"]
