@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from stgraph.data import create_dataset, get_dataset_class, list_datasets
+from stgraph.data import TestClipDataset, create_dataset, get_dataset_class, list_datasets
 from stgraph.engine import (
     build_optimizer,
     evaluate,
@@ -32,6 +32,7 @@ from stgraph.engine import (
 from stgraph.eval import RANK_PROTOCOLS
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
+from stgraph.viz import MODEL_PLOTS, plot_model_graph, plot_ranking
 
 __all__ = ["main", "build_parser"]
 
@@ -85,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e, required=False)
     e.add_argument("--output", help="folder to write metrics.json into (optional)")
     _add_eval_args(e)
+
+    pl = sub.add_parser("plot", help="plot a trained model's graphs or rankings")
+    pl.add_argument("--checkpoint", required=True)
+    _add_data_args(pl, required=False)
+    pl.add_argument("--what", required=True, choices=[*MODEL_PLOTS, "ranking"])
+    pl.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg)")
+    pl.add_argument("--index", type=int, default=0, help="query tracklet to plot")
+    pl.add_argument("--layer", help="graph layer to plot (default: the first that fits)")
+    pl.add_argument("--frame", type=int, default=None, help="frame / window (CTL graphs)")
+    pl.add_argument("--top-k", type=int, default=None,
+                    help="edges drawn (graph plots, default 20) or gallery tracklets (ranking, "
+                         "default 5)")
+    _add_eval_args(pl)
     return parser
 
 
@@ -282,11 +296,53 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, device)
+    dataset = _load_dataset(_dataset_config(args, base=cfg["dataset"]), args.protocol)
+    if not 0 <= args.index < len(dataset.query):
+        raise ValueError(f"--index {args.index} out of range: {len(dataset.query)} queries")
+    size = (cfg["seq_len"], cfg["height"], cfg["width"])
+    keypoints = takes_keypoints(model)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.what != "ranking":
+        item = TestClipDataset(dataset, [dataset.query[args.index]], *size,
+                               keypoints=keypoints)[0]
+        kp = item["keypoints"][None].to(device) if keypoints else None
+        plot_model_graph(model, item["clip"][None].to(device), args.what, keypoints=kp,
+                         layer=args.layer, frame=args.frame, top_k=args.top_k or 20, save=out)
+    else:
+        metrics, distmat = evaluate(model, dataset, *size, batch_size=args.test_batch,
+                                    device=device, metric=args.metric, pool=args.pool,
+                                    workers=args.workers, progress=not args.no_progress,
+                                    protocol=args.protocol, rerank=args.rerank,
+                                    return_distances=True)
+        k = min(args.top_k or 5, len(dataset.gallery))
+        row = distmat[args.index]
+        top = torch.argsort(row, stable=True)[:k].tolist()
+
+        def frames(t):
+            keys = t.frames[:: max(1, len(t.frames) // 4)][:4]
+            return [dataset.read_frame(key) for key in keys]
+
+        query = dataset.query[args.index]
+        plot_ranking(frames(query), [frames(dataset.gallery[j]) for j in top],
+                     row[top], query_pid=query.pid,
+                     gallery_pids=[dataset.gallery[j].pid for j in top], top_k=k,
+                     title=f"query {args.index}: rank-1 {100 * metrics['rank1']:.1f}% over "
+                           f"all queries", save=out)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "plot":
+            return _plot(args)
         return _evaluate(args)
     except (FileNotFoundError, ValueError, KeyError, OSError) as err:
         print(f"stgraph: error: {err}", file=sys.stderr)

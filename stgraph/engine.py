@@ -131,7 +131,7 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
              batch_size: int = 32, device: str | torch.device = "cpu", metric: str = "euclidean",
              pool: str = "mean", workers: int = 0, progress: bool = True,
              ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
-             rerank: bool = False) -> dict:
+             rerank: bool = False, return_distances: bool = False):
     """Query/gallery evaluation of a model on ``dataset``: CMC and mAP.
 
     Every frame of every test tracklet is used, in consecutive ``seq_len``-frame
@@ -146,7 +146,8 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
     Returns:
         dict with ``rank1``, ``rank5``, ``rank10``, ``rank20`` and ``mAP`` (fractions in
         [0, 1]), ``cmc`` (list, first 50 ranks), ``num_query``, ``num_gallery``,
-        ``num_valid_queries``, ``protocol``, ``rerank``.
+        ``num_valid_queries``, ``protocol``, ``rerank``; with ``return_distances``
+        the tuple ``(metrics, distmat)``, ``distmat`` the ``(Q, G)`` tensor ranked.
     """
     args = (seq_len, height, width, batch_size, device, pool, workers, progress)
     qf = _features(model, dataset, dataset.query, *args, desc="query")
@@ -172,4 +173,4 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
         protocol=protocol,
         rerank=bool(rerank),
     )
-    return metrics
+    return (metrics, distmat) if return_distances else metrics

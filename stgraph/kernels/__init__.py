@@ -11,5 +11,12 @@ Backends, as the layers take them (``backend=``):
 """
 
 from stgraph.kernels.backend import BACKENDS, resolve_backend, triton_available
+from stgraph.kernels.window import window_propagate, window_propagate_reference
 
-__all__ = ["BACKENDS", "resolve_backend", "triton_available"]
+__all__ = [
+    "BACKENDS",
+    "resolve_backend",
+    "triton_available",
+    "window_propagate",
+    "window_propagate_reference",
+]

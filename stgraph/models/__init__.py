@@ -2,11 +2,13 @@
 
 from stgraph.models.base import VideoReIDModel
 from stgraph.models.ctl import CTL, cross_scale_pooling
+from stgraph.models.graphs import GRAPH_LAYERS, record_graphs
 from stgraph.models.registry import create_model, get_model_class, list_models, register_model
 from stgraph.models.stgcn import STGCN, STGCNBranch
 from stgraph.models.tp import TemporalPooling
 
 __all__ = [
+    "GRAPH_LAYERS",
     "CTL",
     "STGCN",
     "STGCNBranch",
@@ -16,5 +18,6 @@ __all__ = [
     "cross_scale_pooling",
     "get_model_class",
     "list_models",
+    "record_graphs",
     "register_model",
 ]

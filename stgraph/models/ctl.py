@@ -17,6 +17,7 @@ diversity loss of eq. (8) on the part features.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -35,7 +36,8 @@ from stgraph.nn import (
 
 __all__ = ["CTL", "cross_scale_pooling"]
 
-_BACKENDS = ("dense", "pyg")
+#: Backends of the graph layers; "dense" is the old name of "auto".
+_BACKENDS = ("auto", "torch", "triton", "pyg", "dense")
 _CROSS_SCALE = ("gcn", "add")
 
 
@@ -140,9 +142,14 @@ class CTL(VideoReIDModel):
             cells. (default: :obj:`1.0`)
         heatmap_temperature (float): softmax temperature of the heatmaps, 1 is
             the paper's. (default: :obj:`1.0`)
-        backend (str): ``"dense"`` (batched matmuls) or ``"pyg"`` (the
-            ``MessagePassing`` twins); same parameters, same numbers.
-            (default: ``"dense"``)
+        backend (str): the dense layers with ``"auto"`` (the fused Triton
+            kernel of the 3D-GCLs for CUDA tensors when Triton is installed,
+            batched matmuls otherwise), ``"torch"`` (batched matmuls) or
+            ``"triton"`` (the fused kernel; see
+            :func:`~stgraph.kernels.resolve_backend`), or ``"pyg"`` (the
+            ``MessagePassing`` twins); ``"dense"`` is an alias of ``"auto"``.
+            Same parameters, same numbers; the CS-GCLs have no kernel (batched
+            matmuls for all but ``"pyg"``). (default: ``"auto"``)
 
     Shapes:
         - **input:** clips :math:`(B, T, 3, H, W)`; optional ``keypoints``
@@ -169,7 +176,7 @@ class CTL(VideoReIDModel):
                  use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
                  cross_scales: Sequence[str] = ("s1", "s2"), cross_scale: str = "gcn",
                  cross_embed_channels: int | None = None, heatmap_sigma: float = 1.0,
-                 heatmap_temperature: float = 1.0, backend: str = "dense") -> None:
+                 heatmap_temperature: float = 1.0, backend: str = "auto") -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
         if cross_scale not in _CROSS_SCALE:
@@ -194,11 +201,15 @@ class CTL(VideoReIDModel):
         self.cross_scales = cross_scales
         self.cross_scale = cross_scale
         self.alpha = float(alpha)
+        if backend == "dense":
+            backend = "auto"
         self.backend = backend
         self.heatmap_sigma = float(heatmap_sigma)
         self.heatmap_temperature = float(heatmap_temperature)
 
-        gcl = DenseSlidingWindowGCN if backend == "dense" else SlidingWindowGCN
+        dense = backend != "pyg"
+        gcl = (functools.partial(DenseSlidingWindowGCN, backend=backend) if dense
+               else SlidingWindowGCN)
         self.gcls = nn.ModuleDict({
             s: nn.ModuleList([
                 gcl(C, C, skeleton.physical_adjacency(s), tau=tau, use_physical=use_physical,
@@ -208,7 +219,7 @@ class CTL(VideoReIDModel):
             for s in (*cross_scales, self.coarse)
         })
         if cross_scale == "gcn":
-            cs = DenseCrossScaleGCN if backend == "dense" else CrossScaleGCN
+            cs = DenseCrossScaleGCN if dense else CrossScaleGCN
             self.cs_gcls = nn.ModuleDict({s: cs(C, C, cross_embed_channels)
                                           for s in cross_scales})
         else:

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stgraph.nn.context_reinforced_topology import sliding_windows
+from stgraph.kernels.backend import BACKENDS
+from stgraph.kernels.window import window_propagate
 from stgraph.nn.sliding_window_gcn import EPS, _build_parameters, _reset
 
 __all__ = ["DenseSlidingWindowGCN", "window_gcn_norm"]
@@ -53,6 +54,10 @@ class DenseSlidingWindowGCN(torch.nn.Module):
         \mathbf{c}_k \odot [H_t]_k\big)\Big)
 
     for all ``B * T`` windows at once (no loop over clips, frames or windows).
+    The propagation, bias, ReLU and collapse are
+    :func:`~stgraph.kernels.window_propagate`: batched matmuls over the
+    ``tau``-times copy of the windows (``backend="torch"``) or one fused Triton
+    kernel that reads the windows in place (``backend="triton"``).
     The block adjacency, its tiling and the choices where the paper is silent
     are documented in :class:`~stgraph.nn.SlidingWindowGCN` and
     :class:`~stgraph.nn.ContextReinforcedTopology`. Same constructor
@@ -70,6 +75,11 @@ class DenseSlidingWindowGCN(torch.nn.Module):
         residual (bool, optional): add the input to the output; needs
             ``in_channels == out_channels``. (default: :obj:`True`)
         bias (bool, optional): learn the bias :math:`b`. (default: :obj:`True`)
+        backend (str, optional): ``"torch"`` (batched matmuls), ``"triton"`` (the
+            fused kernel: CUDA tensors, or CPU ones under ``TRITON_INTERPRET=1``) or
+            ``"auto"`` (``"triton"`` for CUDA tensors when Triton is installed); see
+            :func:`~stgraph.kernels.resolve_backend`. Not a parameter: the
+            ``state_dict`` is the same for all. (default: ``"auto"``)
 
     Shapes:
         - **input:** node features :math:`(B, T, N, C)`
@@ -78,7 +88,8 @@ class DenseSlidingWindowGCN(torch.nn.Module):
 
     Raises:
         ValueError: ``residual`` with different channel counts, ``tau < 1``,
-            or input not :math:`(B, T, N, C)`.
+            an unknown ``backend``, or input not :math:`(B, T, N, C)`.
+        RuntimeError: (forward) ``backend="triton"`` where it cannot run.
 
     Examples:
         >>> from stgraph.graph import COCO17
@@ -91,10 +102,13 @@ class DenseSlidingWindowGCN(torch.nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, adjacency: Tensor, tau: int = 3,
                  use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
-                 residual: bool = True, bias: bool = True) -> None:
+                 residual: bool = True, bias: bool = True, backend: str = "auto") -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         _build_parameters(self, in_channels, out_channels, adjacency, tau, use_physical,
                           use_mask, use_context, residual, bias)
+        self.backend = backend
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -110,16 +124,10 @@ class DenseSlidingWindowGCN(torch.nn.Module):
         B, T = x.shape[:2]
         tau, C_out = self.tau, self.out_channels
         a_hat = window_gcn_norm(self.topology(x))  # (B, T, tau*N, tau*N)
+        # eq. (4), bias, ReLU and the depthwise collapse of the window, sum_k c_k * [H_t]_k;
         # W before windowing: linear without bias, so the zero padding stays zero
-        h = sliding_windows(self.lin(x), tau).reshape(B, T, tau * N, C_out)  # (B, T, tau*N, C')
-        h = torch.matmul(a_hat, h)  # eq. (4), all windows at once
-        if self.bias is not None:
-            h = h + self.bias
-        h = F.relu(h).view(B, T, tau, N, C_out)
-        # depthwise collapse of the window: sum_k c_k * [H_t]_k (a broadcast multiply-sum is
-        # cheaper than the einsum, which becomes a bmm batched over channels)
-        c = self.collapse.weight[:, 0, :].t().reshape(1, 1, tau, 1, C_out)
-        y = (h * c).sum(dim=2)  # (B, T, N, C')
+        y = window_propagate(a_hat, self.lin(x), tau, self.bias, self.collapse.weight[:, 0, :],
+                             backend=self.backend)  # (B, T, N, C')
         y = F.relu(self.bn(y.reshape(B * T * N, C_out))).view(B, T, N, C_out)
         if self.residual:
             y = y + x

@@ -17,16 +17,22 @@ notebook by evaluating it, or save it.
 * :func:`plot_cross_scale`: bipartite fine -> coarse attention.
 * :func:`plot_ranking`: a query tracklet and its top-k gallery tracklets.
 * :func:`plot_cmc`: CMC curves of several runs.
+* :func:`plot_model_graph`: run a model on clips and plot one of its graphs (what
+  ``stgraph plot`` draws).
 """
 
 from stgraph.viz.adjacency import plot_adjacency
 from stgraph.viz.graphs import plot_cross_scale, plot_skeleton_graph, plot_temporal_graph
+from stgraph.viz.model import MODEL_PLOTS, clip_to_images, plot_model_graph
 from stgraph.viz.ranking import plot_cmc, plot_ranking
 
 __all__ = [
+    "MODEL_PLOTS",
+    "clip_to_images",
     "plot_adjacency",
     "plot_cmc",
     "plot_cross_scale",
+    "plot_model_graph",
     "plot_ranking",
     "plot_skeleton_graph",
     "plot_temporal_graph",
