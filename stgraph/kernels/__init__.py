@@ -10,11 +10,21 @@ Backends, as the layers take them (``backend=``):
 * ``"pyg"``: the sparse ``MessagePassing`` twin (models only).
 """
 
+from stgraph.kernels.affinity import (
+    MAX_NODES,
+    AffinityPropagate,
+    affinity_propagate,
+    affinity_propagate_reference,
+)
 from stgraph.kernels.backend import BACKENDS, resolve_backend, triton_available
 from stgraph.kernels.window import window_propagate, window_propagate_reference
 
 __all__ = [
     "BACKENDS",
+    "MAX_NODES",
+    "AffinityPropagate",
+    "affinity_propagate",
+    "affinity_propagate_reference",
     "resolve_backend",
     "triton_available",
     "window_propagate",

@@ -23,13 +23,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stgraph.graph import PatchGraphBuilder
+from stgraph.kernels.backend import BACKENDS
 from stgraph.models.base import ReIDOutput, VideoReIDModel
 from stgraph.models.registry import register_model
 from stgraph.nn import AffinityGCNConv, BNNeck, DenseAffinityGCN
 
 __all__ = ["STGCN", "STGCNBranch"]
 
-_BACKENDS = ("dense", "pyg")
+#: Graph paths: the dense layer's backends (``"auto"``, ``"torch"``, ``"triton"``), the sparse
+#: PyG layers (``"pyg"``), and ``"dense"``, the old name of ``"auto"``.
+_BACKENDS = (*BACKENDS, "pyg", "dense")
+
+
+def _check_backend(backend: str) -> str:
+    """``backend`` with the alias ``"dense"`` resolved to ``"auto"``."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
+    return "auto" if backend == "dense" else backend
 
 
 class STGCNBranch(nn.Module):
@@ -49,9 +59,16 @@ class STGCNBranch(nn.Module):
         num_layers (int): :math:`M`. (default: :obj:`2`, our choice)
         embed_channels (int, optional): width of :math:`\phi` in every layer
             (default: each layer's input width).
-        backend (str): ``"dense"`` (batched matmul on ``(B, N, C)``) or ``"pyg"``
-            (:class:`~stgraph.nn.AffinityGCNConv` on the edges of a PyG graph);
-            both hold the same parameters and give the same numbers.
+        backend (str): the dense path on ``(B, N, C)``
+            (:class:`~stgraph.nn.DenseAffinityGCN`) with its propagation backend,
+            ``"auto"`` (fused Triton kernel for CUDA inputs when Triton is installed,
+            else batched matmul), ``"torch"`` or ``"triton"``; or ``"pyg"``
+            (:class:`~stgraph.nn.AffinityGCNConv` on the edges of a PyG graph). All hold
+            the same parameters and give the same numbers. ``"dense"`` is an alias of
+            ``"auto"``. (default: ``"auto"``)
+
+    Raises:
+        ValueError: an unknown ``backend``, or ``num_layers < 1``.
 
     Shapes:
         - **input:** dense :math:`(B, N, C)`, or for ``"pyg"`` node features
@@ -60,19 +77,22 @@ class STGCNBranch(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int = 2,
-                 embed_channels: int | None = None, backend: str = "dense") -> None:
+                 embed_channels: int | None = None, backend: str = "auto") -> None:
         super().__init__()
-        if backend not in _BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
+        backend = _check_backend(backend)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.backend = backend
-        conv = DenseAffinityGCN if backend == "dense" else AffinityGCNConv
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for m in range(num_layers):
             c_in = in_channels if m == 0 else out_channels
-            self.convs.append(conv(c_in, out_channels, embed_channels=embed_channels))
+            if backend == "pyg":
+                conv = AffinityGCNConv(c_in, out_channels, embed_channels=embed_channels)
+            else:
+                conv = DenseAffinityGCN(c_in, out_channels, embed_channels=embed_channels,
+                                        backend=backend)
+            self.convs.append(conv)
             self.norms.append(nn.BatchNorm1d(out_channels))
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
@@ -99,7 +119,9 @@ class STGCN(VideoReIDModel):
         num_layers (int): graph layers :math:`M` per branch. (default: :obj:`2`, ours)
         embed_channels (int, optional): width of :math:`\phi`; default the input width.
         spatial_channels (int): per-frame width of the spatial branch. (default: :obj:`256`)
-        backend (str): ``"dense"`` or ``"pyg"`` graph path. (default: ``"dense"``)
+        backend (str): graph path, as :class:`STGCNBranch`: ``"auto"``, ``"torch"``,
+            ``"triton"`` (dense, with that propagation backend) or ``"pyg"``; ``"dense"``
+            is an alias of ``"auto"``. (default: ``"auto"``)
 
     Shapes:
         - **input:** clips :math:`(B, T, 3, H, W)`, the backbone map height
@@ -111,7 +133,8 @@ class STGCN(VideoReIDModel):
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None, seq_len: int = 8, num_patches: int = 4,
                  num_layers: int = 2, embed_channels: int | None = None,
-                 spatial_channels: int = 256, backend: str = "dense") -> None:
+                 spatial_channels: int = 256, backend: str = "auto") -> None:
+        backend = _check_backend(backend)
         super().__init__(num_classes, backbone, last_stride, pretrained)
         C = self.feat_channels
         self.seq_len = seq_len
@@ -134,7 +157,7 @@ class STGCN(VideoReIDModel):
             )
         P = self.builder.num_patches
         x = self.builder.dense(feature_maps)  # (B, T*P, C)
-        if self.backend == "dense":
+        if self.backend != "pyg":
             x_t = self.temporal(x)  # (B, T*P, C)
             x_s = self.spatial(x.reshape(B * T, P, -1))  # (B*T, P, C_s)
         else:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stgraph.kernels.affinity import affinity_propagate
+from stgraph.kernels.backend import BACKENDS
 from stgraph.nn.affinity_gcn_conv import EPS, _build_parameters, _reset
 
 __all__ = ["DenseAffinityGCN", "affinity_adjacency"]
@@ -66,6 +68,19 @@ class DenseAffinityGCN(torch.nn.Module):
         embed_channels (int, optional): width :math:`d` of :math:`\phi`;
             :obj:`None` means ``in_channels``. (default: :obj:`None`)
         bias (bool, optional): learn an additive bias. (default: :obj:`True`)
+        backend (str, optional): the propagation :math:`\hat{A} XW`
+            (:func:`~stgraph.kernels.affinity_propagate`): ``"torch"`` (batched matmul,
+            :math:`\hat{A}` in memory), ``"triton"`` (one fused kernel, the
+            :math:`N \times N` matrices never leave the chip) or ``"auto"`` (Triton for
+            CUDA inputs when installed). With ``adj`` or ``return_adjacency=True`` the
+            layer takes the PyTorch path. (default: ``"auto"``)
+
+    Raises:
+        ValueError: an unknown ``backend``; (forward) mis-shaped input, or
+            ``backend="triton"`` on graphs of more than
+            :data:`~stgraph.kernels.affinity.MAX_NODES` nodes.
+        RuntimeError: (forward) ``backend="triton"`` where it cannot run
+            (:func:`~stgraph.kernels.resolve_backend`).
 
     Shapes:
         - **input:** node features :math:`(B, N, C)`, optional mask :math:`(B, N)`,
@@ -75,8 +90,11 @@ class DenseAffinityGCN(torch.nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, embed_channels: int | None = None,
-                 bias: bool = True) -> None:
+                 bias: bool = True, backend: str = "auto") -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        self.backend = backend
         _build_parameters(self, in_channels, out_channels, embed_channels, bias)
         self.reset_parameters()
 
@@ -93,8 +111,12 @@ class DenseAffinityGCN(torch.nn.Module):
         if mask is not None and mask.shape != x.shape[:2]:
             raise ValueError(
                 f"expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
-        a_hat = affinity_adjacency(self.phi(x), mask=mask, adj=adj)  # (B, N, N)
-        out = torch.matmul(a_hat, self.lin(x))  # (B, N, C_out)
+        h, xw = self.phi(x), self.lin(x)  # (B, N, d), (B, N, C_out)
+        if adj is None and not return_adjacency:
+            out = affinity_propagate(h, xw, mask=mask, backend=self.backend)  # (B, N, C_out)
+        else:
+            a_hat = affinity_adjacency(h, mask=mask, adj=adj)  # (B, N, N)
+            out = torch.matmul(a_hat, xw)  # (B, N, C_out)
         if self.bias is not None:
             out = out + self.bias
         if mask is not None:
