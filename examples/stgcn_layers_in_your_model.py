@@ -5,6 +5,10 @@
 Builds horizontal-patch graphs from (random) backbone feature maps, runs the sparse
 AffinityGCNConv on the PyG Batch and its dense twin on (B, N, C) tensors with the same
 weights, and checks that both give the same node features.
+
+``examples/layers_in_your_model.py`` goes further: STGCN and CTL layers (affinity GCN,
+3D sliding-window GCN, cross-scale GCN) inside your own ``nn.Module``, sparse and dense,
+with the same logits and gradients.
 """
 
 import argparse
