@@ -157,7 +157,7 @@ class Skeleton:
 
     @property
     def scales(self) -> tuple[str, ...]:
-        """Scale names, finest first: ``("s1", *groupings)``."""
+        """Scale names, finest first (``("s1", *groupings)``)."""
         return (KEYPOINT_SCALE, *self.groupings)
 
     def _check_scale(self, scale: str) -> None:

@@ -189,7 +189,7 @@ class ContextReinforcedTopology(torch.nn.Module):
 
     @property
     def adjacency_size(self) -> int:
-        """Side of the adjacency: :math:`N`, or :math:`\\tau N` with a window."""
+        """Side of the adjacency, :math:`N`, or :math:`\\tau N` with a window."""
         return self.num_nodes * (1 if self.window is None else self.window)
 
     def static_adjacency(self) -> Tensor:
