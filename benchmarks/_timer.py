@@ -13,6 +13,11 @@ asynchronous device work is counted), then once more untimed to measure memory:
   (``rss_reset`` says which). These count torch and numpy alike, but memory that the
   allocator kept from earlier frees is reused without raising the RSS, so small
   allocations can show a delta of 0: read ``peak_traced_mb`` for numpy work.
+
+``compare({"a": fa, "b": fb})`` times several functions round-robin (``a b a b ...``, each
+synced), so that a slow drift of the machine's load falls on all of them alike: use it when
+the question is a small difference between two times (e.g. a model step with and without
+its head). It returns the same timing fields as ``measure`` per function, without memory.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["measure"]
+__all__ = ["compare", "measure"]
 
 
 def _status_kb(field: str) -> int | None:
@@ -53,6 +58,14 @@ def _maxrss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
 
 
+def _stats(times: list[float], repeats: int, warmup: int) -> dict[str, Any]:
+    return {
+        "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+        "mean_s": statistics.fmean(times), "times_s": times, "repeats": repeats,
+        "warmup": warmup,
+    }
+
+
 def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
             sync: Callable[[], Any] | None = None, memory: bool = True) -> dict[str, Any]:
     """Time ``fn()``; return seconds (``median_s``, ``min_s``, ``max_s``, ``mean_s``,
@@ -75,11 +88,7 @@ def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
         value = fn()
         sync()
         times.append(time.perf_counter() - start)
-    out: dict[str, Any] = {
-        "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-        "mean_s": statistics.fmean(times), "times_s": times, "repeats": repeats,
-        "warmup": warmup,
-    }
+    out = _stats(times, repeats, warmup)
     if memory:
         del value
         rss_before = _status_kb("VmRSS")
@@ -95,3 +104,32 @@ def measure(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
         out["rss_delta_mb"] = (hwm - rss_before) / 2**10 if hwm is not None else None
     out["value"] = value
     return out
+
+
+def compare(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
+            sync: Callable[[], Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Time each of ``fns`` round-robin: ``warmup`` untimed rounds, then ``repeats`` timed
+    rounds, each round calling every function once in order (``sync()`` after each call).
+
+    Returns:
+        ``{name: stats}`` with the timing fields of :func:`measure` (no memory, no value).
+
+    Raises:
+        ValueError: ``repeats < 1``, ``warmup < 0`` or no functions.
+    """
+    if repeats < 1 or warmup < 0 or not fns:
+        raise ValueError(f"need repeats >= 1, warmup >= 0 and functions, got {repeats}, "
+                         f"{warmup}, {len(fns)}")
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+            sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: _stats(t, repeats, warmup) for name, t in times.items()}
