@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
+from stgraph.data.folders import check_split, list_persons, person_number
 from stgraph.data.registry import register_dataset
 
 __all__ = ["ILIDSVID"]
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NUM_SPLITS = 10
 SPLIT_MAT = Path("train-test people splits") / "train_test_splits_ilidsvid.mat"
 
@@ -103,7 +103,7 @@ class ILIDSVID(VideoReIDDataset):
         self.cam_dirs = (seq / "cam1", seq / "cam2")
         self._check_paths()
 
-        listed = [_list_persons(d) for d in self.cam_dirs]
+        listed = [list_persons(d) for d in self.cam_dirs]
         persons = [p for p, _ in listed]  # per camera: person dir name -> frame paths
         empty = [e for _, e in listed]  # per camera: person dirs without frames
         #: bool: whether this construction made the splits (``split_file`` did not exist).
@@ -119,8 +119,9 @@ class ILIDSVID(VideoReIDDataset):
         train = [
             Tracklet(persons[cam][name], label[name], cam) for name in train_names for cam in (0, 1)
         ]
-        query = [Tracklet(persons[0][n], _person_number(n), 0) for n in test_names]
-        gallery = [Tracklet(persons[1][n], _person_number(n), 1) for n in test_names]
+        pid = {n: person_number(n, "ILIDSVID", "personNNN") for n in test_names}
+        query = [Tracklet(persons[0][n], pid[n], 0) for n in test_names]
+        gallery = [Tracklet(persons[1][n], pid[n], 1) for n in test_names]
         super().__init__(train, query, gallery)
 
     def _check_paths(self) -> None:
@@ -246,55 +247,9 @@ class ILIDSVID(VideoReIDDataset):
                     f'person folder names ("person001") or ints, got {str(entries)[:60]}'
                 )
             names[subset] = sorted({f"person{e:03d}" if isinstance(e, int) else e for e in entries})
-        if not names["test"]:
-            raise ValueError(
-                f"ILIDSVID: split {self.split_id} of {path} has an empty 'test' list; "
-                "there would be no queries"
-            )
-        overlap = sorted(set(names["train"]) & set(names["test"]))
-        if overlap:
-            raise ValueError(
-                f"ILIDSVID: split {self.split_id} of {path} lists {len(overlap)} person(s) in "
-                f"both train and test (e.g. {overlap[0]}); a split must be disjoint"
-            )
-        for name in names["train"] + names["test"]:
-            for cam, cam_persons, cam_empty in zip(self.cam_dirs, persons, empty, strict=True):
-                if name in cam_empty:
-                    raise ValueError(
-                        f"ILIDSVID: {cam / name}, listed in split {self.split_id} of {path}, has "
-                        "no .png/.jpg frames; restore its frames or drop it from the split"
-                    )
-                if name not in cam_persons:
-                    raise FileNotFoundError(
-                        f"ILIDSVID: {name}, listed in split {self.split_id} of {path}, has no "
-                        f"directory {cam / name}; the split does not match the data under "
-                        f"{self.root}"
-                    )
+        check_split("ILIDSVID", names["train"], names["test"], self.split_id, path,
+                    self.cam_dirs, persons, empty, self.root)
         return names["train"], names["test"]
 
 
-def _list_persons(cam_dir: Path) -> tuple[dict[str, tuple[str, ...]], set[str]]:
-    # -> ({person dir name: sorted frame paths}, names of person dirs without frames)
-    persons, empty = {}, set()
-    with os.scandir(cam_dir) as entries:
-        dirs = sorted(e.path for e in entries if e.is_dir())
-    for person_dir in dirs:
-        with os.scandir(person_dir) as entries:
-            frames = sorted(
-                e.path for e in entries if e.name.lower().endswith(_IMAGE_SUFFIXES) and e.is_file()
-            )
-        name = os.path.basename(person_dir)
-        if frames:
-            persons[name] = tuple(frames)
-        else:
-            empty.add(name)
-    return persons, empty
 
-
-def _person_number(name: str) -> int:
-    digits = "".join(ch for ch in name if ch.isdigit())
-    if not digits:
-        raise ValueError(
-            f"ILIDSVID: cannot read a person id from folder name {name!r}; expected personNNN"
-        )
-    return int(digits)

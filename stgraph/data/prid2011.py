@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
+from stgraph.data.folders import check_split, list_persons, person_number
 from stgraph.data.registry import register_dataset
 from stgraph.graph.keypoints import load_coco_keypoints, prior_pose
 
 __all__ = ["PRID2011"]
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @register_dataset("prid2011")
@@ -101,7 +101,7 @@ class PRID2011(VideoReIDDataset):
         self.cam_dirs = (self.root / "multi_shot" / "cam_a", self.root / "multi_shot" / "cam_b")
         self._check_paths()
 
-        listed = [_list_persons(d) for d in self.cam_dirs]
+        listed = [list_persons(d) for d in self.cam_dirs]
         persons = [p for p, _ in listed]  # per camera: person name -> frame paths
         self._empty = [e for _, e in listed]  # per camera: person dirs without frames
         if self.split_file is None:
@@ -115,8 +115,9 @@ class PRID2011(VideoReIDDataset):
             for name in sorted(train_names)
             for cam in (0, 1)
         ]
-        query = [Tracklet(persons[0][n], _person_number(n), 0) for n in sorted(test_names)]
-        gallery = [Tracklet(persons[1][n], _person_number(n), 1) for n in sorted(test_names)]
+        pid = {n: person_number(n, "PRID2011", "person_NNNN") for n in test_names}
+        query = [Tracklet(persons[0][n], pid[n], 0) for n in sorted(test_names)]
+        gallery = [Tracklet(persons[1][n], pid[n], 1) for n in sorted(test_names)]
         super().__init__(train, query, gallery)
         self.keypoints_file = None if keypoints is None else Path(keypoints)
         self._keypoints: dict[Hashable, np.ndarray] | None = None
@@ -237,51 +238,10 @@ class PRID2011(VideoReIDDataset):
                     f"got {type(entries).__name__}"
                 )
             names[subset] = [_person_name(e, path, self.split_id, subset) for e in entries]
-        if not names["test"]:
-            raise ValueError(
-                f"PRID2011: split {self.split_id} of {path} has an empty 'test' list; "
-                "there would be no queries"
-            )
-        overlap = sorted(set(names["train"]) & set(names["test"]))
-        if overlap:
-            raise ValueError(
-                f"PRID2011: split {self.split_id} of {path} lists {len(overlap)} person(s) in "
-                f"both train and test (e.g. {overlap[0]}); a split must be disjoint"
-            )
-        for name in names["train"] + names["test"]:
-            for cam, cam_persons, cam_empty in zip(
-                self.cam_dirs, persons, self._empty, strict=True
-            ):
-                if name in cam_empty:
-                    raise ValueError(
-                        f"PRID2011: {cam / name}, listed in split {self.split_id} of {path}, has "
-                        "no .png/.jpg frames; restore its frames or drop it from the split"
-                    )
-                if name not in cam_persons:
-                    raise FileNotFoundError(
-                        f"PRID2011: {name}, listed in split {self.split_id} of {path}, has no "
-                        f"directory {cam / name}; the split does not match the data under "
-                        f"{self.root}"
-                    )
+        check_split("PRID2011", names["train"], names["test"], self.split_id, path,
+                    self.cam_dirs, persons, self._empty, self.root)
         return sorted(set(names["train"])), sorted(set(names["test"]))
 
-
-def _list_persons(cam_dir: Path) -> tuple[dict[str, tuple[str, ...]], set[str]]:
-    # -> ({person dir name: sorted frame paths}, names of person dirs without frames)
-    persons, empty = {}, set()
-    with os.scandir(cam_dir) as entries:
-        dirs = sorted(e.path for e in entries if e.is_dir())
-    for person_dir in dirs:
-        with os.scandir(person_dir) as entries:
-            frames = sorted(
-                e.path for e in entries if e.name.lower().endswith(_IMAGE_SUFFIXES) and e.is_file()
-            )
-        name = os.path.basename(person_dir)
-        if frames:
-            persons[name] = tuple(frames)
-        else:
-            empty.add(name)
-    return persons, empty
 
 
 def _person_name(entry: object, path: Path, split_id: int, subset: str) -> str:
@@ -293,13 +253,6 @@ def _person_name(entry: object, path: Path, split_id: int, subset: str) -> str:
     return f"person_{entry:04d}" if isinstance(entry, int) else entry
 
 
-def _person_number(name: str) -> int:
-    digits = "".join(ch for ch in name if ch.isdigit())
-    if not digits:
-        raise ValueError(
-            f"PRID2011: cannot read a person id from directory name {name!r}; expected person_NNNN"
-        )
-    return int(digits)
 
 
 def _short_repr(value: object, limit: int = 60) -> str:
