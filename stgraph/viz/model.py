@@ -131,18 +131,22 @@ def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None
         adj, frames, parts = g[t], tau, n
         labels = [f"{k - (tau - 1) // 2:+d}/{p}" for k in range(tau)
                   for p in skeleton.part_names(scale)]
+        part_labels = skeleton.part_names(scale)
+        frame_labels = [f"frame {t + k - (tau - 1) // 2}" for k in range(tau)]
         label = f"{name}, window of frame {t}"
     else:  # STGCN: (N, N) over T * P nodes (temporal) or P nodes (spatial)
         scale, adj, labels = None, g, None
         frames = T if name.startswith("temporal.") else 1
         parts = g.size(-1) // frames
+        part_labels = [f"patch {p}" for p in range(parts)]
+        frame_labels = [f"frame {k}" for k in range(frames)]
         label = name
     if what == "adjacency":
         return plot_adjacency(adj, node_labels=labels, num_frames=frames, num_parts=parts,
                               title=title or label, **common)
     if what == "temporal":
-        return plot_temporal_graph(adj, frames, parts, top_k=top_k, title=title or label,
-                                   **common)
+        return plot_temporal_graph(adj, frames, parts, top_k=top_k, part_labels=part_labels,
+                                   frame_labels=frame_labels, title=title or label, **common)
     # skeleton: the parts of frame t, the centre block of its window
     if scale is None:
         raise ValueError(f"--what skeleton needs a keypoint graph model (ctl); {name} is a "
