@@ -75,6 +75,12 @@ def list_datasets() -> list[str]:
 def get_dataset_class(name: str) -> type[VideoReIDDataset]:
     """The class registered as ``name`` (case-insensitive).
 
+    Args:
+        name (str): one of :func:`list_datasets`.
+
+    Returns:
+        type[VideoReIDDataset]: the class, e.g. to inspect its constructor arguments.
+
     Raises:
         UnknownDatasetError: ``name`` is not registered (the message lists the valid names).
     """
