@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "check_split", "list_persons", "person_number"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "check_split",
+    "list_persons",
+    "person_number",
+    "read_split",
+]
 
 #: Frame file suffixes the folder datasets read (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -82,3 +89,48 @@ def check_split(dataset: str, train: Sequence[str], test: Sequence[str], split_i
                     f"{dataset}: {name}, listed in {where}, has no directory {cam / name}; the "
                     f"split does not match the data under {root}"
                 )
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_split(dataset: str, path: Path, split_id: int) -> tuple[list[dict], dict]:
+    """Read a torchreid split file (a JSON list of ``{"train": [...], "test": [...]}``).
+
+    Returns:
+        ``(splits, splits[split_id])``.
+
+    Raises:
+        ValueError: an empty or non-JSON file, not a non-empty list of such dicts (the
+            message shows the first bad entry), or ``split_id`` out of range.
+    """
+    text = path.read_text()
+    if not text.strip():
+        raise ValueError(f"{dataset}: split file {path} is empty")
+    try:
+        splits = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{dataset}: split file {path} is not valid JSON: {err}") from err
+
+    def ok(s: object) -> bool:
+        return isinstance(s, dict) and "train" in s and "test" in s
+
+    if not isinstance(splits, list) or not all(ok(s) for s in splits):
+        if isinstance(splits, list):
+            got = f"an entry {_short_repr(next(s for s in splits if not ok(s)))}"
+        else:
+            got = f"a {type(splits).__name__}"
+        raise ValueError(
+            f"{dataset}: split file {path} must hold a list of "
+            f'{{"train": [...], "test": [...]}} dicts (torchreid format), got {got}'
+        )
+    if not splits:
+        raise ValueError(f"{dataset}: split file {path} holds an empty list of splits")
+    if not 0 <= split_id < len(splits):
+        raise ValueError(
+            f"{dataset}: split_id={split_id} out of range: split file {path} holds "
+            f"{len(splits)} split(s), choose split_id in 0..{len(splits) - 1}"
+        )
+    return splits, splits[split_id]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
-from stgraph.data.folders import check_split, list_persons, person_number
+from stgraph.data.folders import check_split, list_persons, person_number, read_split
 from stgraph.data.registry import register_dataset
 
 __all__ = ["ILIDSVID"]
@@ -112,7 +112,7 @@ class ILIDSVID(VideoReIDDataset):
             splits = self._make_splits(persons, empty)
             self._write_splits(splits)
         else:
-            splits = self._load_splits()
+            splits, _ = read_split("ILIDSVID", self.split_file, self.split_id)
         train_names, test_names = self._select_split(splits, persons, empty)
 
         label = {name: i for i, name in enumerate(train_names)}
@@ -206,31 +206,11 @@ class ILIDSVID(VideoReIDDataset):
                 stacklevel=3,
             )
 
-    def _load_splits(self) -> list:
-        path = self.split_file
-        text = path.read_text()
-        if not text.strip():
-            raise ValueError(f"ILIDSVID: split file {path} is empty")
-        try:
-            splits = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"ILIDSVID: split file {path} is not valid JSON: {err}") from err
-        if not isinstance(splits, list) or not all(
-            isinstance(s, dict) and "train" in s and "test" in s for s in splits
-        ):
-            raise ValueError(
-                f"ILIDSVID: split file {path} must hold a list of "
-                f'{{"train": [...], "test": [...]}} dicts (torchreid format)'
-            )
-        if not splits:
-            raise ValueError(f"ILIDSVID: split file {path} holds an empty list of splits")
-        return splits
-
     def _select_split(
         self, splits: list, persons: list[dict], empty: list[set]
     ) -> tuple[list[str], list[str]]:
         path = self.split_file
-        if not 0 <= self.split_id < len(splits):
+        if not 0 <= self.split_id < len(splits):  # made here: read_split checks a read file
             raise ValueError(
                 f"ILIDSVID: split_id={self.split_id} out of range: split file {path} holds "
                 f"{len(splits)} split(s), choose split_id in 0..{len(splits) - 1}"

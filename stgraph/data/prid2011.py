@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Hashable
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
-from stgraph.data.folders import check_split, list_persons, person_number
+from stgraph.data.folders import check_split, list_persons, person_number, read_split
 from stgraph.data.registry import register_dataset
 from stgraph.graph.keypoints import load_coco_keypoints, prior_pose
 
@@ -200,35 +199,7 @@ class PRID2011(VideoReIDDataset):
 
     def _read_split(self, persons: list[dict[str, tuple]]) -> tuple[list[str], list[str]]:
         path = self.split_file
-        text = path.read_text()
-        if not text.strip():
-            raise ValueError(f"PRID2011: split file {path} is empty")
-        try:
-            splits = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"PRID2011: split file {path} is not valid JSON: {err}") from err
-        if not isinstance(splits, list) or not all(
-            isinstance(s, dict) and "train" in s and "test" in s for s in splits
-        ):
-            if isinstance(splits, list):
-                bad = next(
-                    s for s in splits if not (isinstance(s, dict) and "train" in s and "test" in s)
-                )
-                got = f"an entry {_short_repr(bad)}"
-            else:
-                got = f"a {type(splits).__name__}"
-            raise ValueError(
-                f"PRID2011: split file {path} must hold a list of "
-                f'{{"train": [...], "test": [...]}} dicts (torchreid format), got {got}'
-            )
-        if not splits:
-            raise ValueError(f"PRID2011: split file {path} holds an empty list of splits")
-        if not 0 <= self.split_id < len(splits):
-            raise ValueError(
-                f"PRID2011: split_id={self.split_id} out of range: split file {path} holds "
-                f"{len(splits)} split(s), choose split_id in 0..{len(splits) - 1}"
-            )
-        split = splits[self.split_id]
+        _, split = read_split("PRID2011", path, self.split_id)
         names = {}
         for subset in ("train", "test"):
             entries = split[subset]
@@ -253,8 +224,3 @@ def _person_name(entry: object, path: Path, split_id: int, subset: str) -> str:
     return f"person_{entry:04d}" if isinstance(entry, int) else entry
 
 
-
-
-def _short_repr(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
