@@ -234,7 +234,24 @@ class CTL(VideoReIDModel):
     def heatmaps(self, keypoints: Tensor | None, batch: int, frames: int,
                  image_size: tuple[int, int], feature_size: tuple[int, int],
                  device: torch.device, dtype: torch.dtype) -> Tensor:
-        """Heatmaps ``(B, T, K, h, w)`` from keypoints in image pixels, or the prior pose."""
+        """Keypoint heatmaps on the feature grid (CTL sec. 3.1, eq. 1).
+
+        Args:
+            keypoints (Tensor, optional): ``(B, T, K, 3)`` rows ``(x, y, score)`` in pixels
+                of the ``image_size`` frames; :obj:`None` uses the prior pose
+                (:func:`~stgraph.graph.prior_pose`) for every frame.
+            batch, frames (int): :math:`B`, :math:`T`.
+            image_size ((int, int)): frame height and width in pixels.
+            feature_size ((int, int)): feature-map height and width :math:`(h, w)`.
+
+        Returns:
+            Tensor ``(B, T, K, h, w)``, each map summing to 1 over its cells
+            (:func:`~stgraph.graph.keypoint_heatmaps`, sigma ``heatmap_sigma`` cells).
+
+        Raises:
+            ValueError: keypoints of another shape, NaN keypoints, or no keypoints for a
+                skeleton other than the 17 COCO keypoints.
+        """
         K = self.skeleton.num_keypoints
         if keypoints is None:
             if K != 17:
