@@ -114,8 +114,11 @@ class PatchGraphBuilder:
         self._check(feature_maps)
         B, T, C, H, W = feature_maps.shape
         P = self.num_patches
-        x = feature_maps.reshape(B, T, C, P, (H // P) * W).mean(dim=-1)  # (B, T, C, P)
-        return x.transpose(2, 3).reshape(B, T * P, C)  # (B, T*P, C)
+        cells = (H // P) * W
+        # sum, then divide the small result: the backward of mean would divide a gradient of
+        # the whole feature map, which the sum's backward only expands
+        x = feature_maps.reshape(B, T, C, P, cells).sum(dim=-1)  # (B, T, C, P)
+        return x.transpose(2, 3).reshape(B, T * P, C) / cells  # (B, T*P, C)
 
     def __call__(self, feature_maps: Tensor, graph: str = "temporal") -> Batch:
         """Patch graphs as a PyG ``Batch``; see the class docstring for ``graph``."""

@@ -167,6 +167,7 @@ class STGCN(VideoReIDModel):
             x_s = self.spatial(gs.x, gs.edge_index).reshape(B * T, P, -1)
         f_t = x_t.amax(dim=1)  # (B, C): max over the clip's nodes
         f_s = x_s.amax(dim=1).reshape(B, -1)  # (B, T*C_s): max over each frame's nodes
-        f_g = feature_maps.mean(dim=(1, 3, 4))  # (B, C)
+        # GAP of every frame, mean over time: the mean of the equal-sized stripes' means
+        f_g = x.mean(dim=1)  # (B, C)
         return self._output(("temporal", "spatial", "global"), [f_t, f_s, f_g], self.necks)
 

@@ -55,6 +55,20 @@ def test_stgcn_embedding_width_and_branches():
     assert out["embedding"].shape == (2, 512 + T * 256 + 512)
 
 
+def test_stgcn_global_feature_is_the_frame_gap_averaged_over_time():
+    # f_g is computed from the stripe means (equal-sized stripes); it must equal the plain
+    # GAP of every frame's map averaged over the T frames, and spread its gradient evenly
+    torch.manual_seed(0)
+    model = STGCN(num_classes=3, seq_len=T, num_patches=2, **SMALL).double()
+    maps = torch.randn(2, T, 512, 4, 2, dtype=torch.float64, requires_grad=True)
+    f_g = model.forward_head(maps)["features"][2]
+    torch.testing.assert_close(f_g, maps.mean(dim=(1, 3, 4)), atol=1e-12, rtol=1e-12)
+    (grad,) = torch.autograd.grad(f_g[1, 7], maps)
+    expected = torch.zeros_like(maps)
+    expected[1, :, 7] = 1 / (T * 4 * 2)
+    torch.testing.assert_close(grad, expected, atol=1e-15, rtol=0)
+
+
 def test_stgcn_dense_and_pyg_backends_agree():
     torch.manual_seed(0)
     dense = STGCN(num_classes=3, seq_len=T, num_patches=2, backend="dense", **SMALL)

@@ -1,0 +1,118 @@
+"""The benchmark scripts run (``--quick`` sizes) and report consistent numbers.
+
+Speed itself is the benchmarks' business, not the tests': these only check that each
+script runs end to end, writes its JSON, and that what it reports holds together (shares
+are ratios of the times it reports, FLOP counts are positive, dense == sparse outputs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the folder is not a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def test_models_quick(tmp_path, capsys):
+    out = tmp_path / "models.json"
+    res = _load("models").main(["--quick", "--models", "tp", "stgcn", "--repeats", "1",
+                                "--warmup", "0", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["models"][1]["model"] == "stgcn"
+    for r in res["models"]:
+        assert 0 < r["head_s"] < r["step_s"]
+        assert r["head_share"] == pytest.approx(r["head_s"] / r["backbone_s"])
+        assert r["clips_per_s"] == pytest.approx(2 / r["step_s"])
+        assert r["head_params"] == r["params"] - r["backbone_params"] > 0
+    tp, stgcn = res["models"]
+    assert stgcn["head_params"] > tp["head_params"]  # the graph branches' weights
+    assert res["target"]["stgcn_head_share"] == stgcn["head_share"]
+    assert "target (issue 5)" in capsys.readouterr().out
+
+
+def test_models_triton_rows_under_the_interpreter(tmp_path, monkeypatch):
+    # conftest sets TRITON_INTERPRET=1 without a GPU: the Triton rows run (slowly) on the CPU
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    res = _load("models").main(["--quick", "--models", "tp", "stgcn", "--backends", "torch",
+                                "triton", "--seq-len", "2", "--repeats", "1", "--warmup", "0",
+                                "--threads", "1", "--out", str(tmp_path / "m.json")])
+    rows = {(r["model"], r["backend"]) for r in res["models"]}
+    assert rows == {("tp", None), ("stgcn", "torch"), ("stgcn", "triton")}  # TP has no graph
+    by = {r["backend"]: r for r in res["models"] if r["model"] == "stgcn"}
+    target = res["target"]
+    assert target["triton_speedup"]["stgcn"] == pytest.approx(
+        by["torch"]["head_s"] / by["triton"]["head_s"])
+    fastest = min(by.values(), key=lambda r: r["head_s"])
+    assert target["stgcn_head_backend"] == fastest["backend"]
+    assert target["stgcn_head_share"] == fastest["head_share"]
+
+
+def test_models_triton_needs_a_gpu_or_the_interpreter(monkeypatch, capsys):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(SystemExit):
+        _load("models").main(["--quick", "--backends", "triton"])
+    assert "--backends triton needs --device cuda" in capsys.readouterr().err
+
+
+def test_models_rejects_one_clip(capsys):
+    with pytest.raises(SystemExit):
+        _load("models").main(["--quick", "--batch", "1"])
+    assert "--batch must be >= 2" in capsys.readouterr().err
+
+
+def test_profile_heads_quick(tmp_path):
+    out = tmp_path / "profile.json"
+    res = _load("profile_heads").main(["--quick", "--models", "tp", "stgcn", "--repeats", "1",
+                                       "--warmup", "0", "--profile-calls", "1",
+                                       "--threads", "1", "--out", str(out)])
+    assert out.is_file()
+    tp, stgcn = res["models"]
+    # STGCN's graph layers are matrix products: many more head FLOPs than TP's BNNeck
+    assert stgcn["head_gflop"] > 10 * tp["head_gflop"] > 0
+    for r in res["models"]:
+        assert r["flop_share"] == pytest.approx(r["head_gflop"] / r["backbone_gflop"])
+        assert r["time_share"] == pytest.approx(r["head_s"] / r["backbone_s"])
+        ops = r["operators"]
+        assert 0 < ops["matmul_share"] <= 1 and ops["total_ms"] > 0
+        shares = [row["share"] for row in ops["top"]]
+        assert shares == sorted(shares, reverse=True) and sum(shares) <= 1 + 1e-9
+    assert stgcn["operators"]["top"][0]["op"] in ("aten::mm", "aten::bmm", "aten::addmm")
+
+
+def test_layers_quick(tmp_path):
+    res = _load("layers").main(["--quick", "--repeats", "1", "--warmup", "0",
+                                "--threads", "1", "--out", str(tmp_path / "layers.json")])
+    assert res["cases"]
+    for case in res["cases"]:
+        measured = [r for r in case["rows"] if r["status"] == "measured"]
+        assert any(r["kind"] == "dense" for r in measured)
+        for r in measured:
+            if r.get("max_rel_diff") is not None:  # the sparse twin's output == the dense one
+                assert r["max_rel_diff"] < 1e-4
+    assert "temporal" in " ".join(res["target"]["cases"])
+
+
+def test_eval_speed_quick(tmp_path):
+    res = _load("eval_speed").main(["--quick", "--repeats", "1", "--ref-queries", "20",
+                                    "--no-rerank", "--out", str(tmp_path / "eval.json")])
+    for protocol in ("torchreid", "mars-official"):
+        r = res["protocols"][protocol]
+        assert math.isfinite(r["speedup"]) and r["speedup"] > 0
+        assert r["same_results"]["identical"]  # the vectorised CMC/mAP == the reference loop
