@@ -135,9 +135,8 @@ def run_model(name: str, backend: str | None, args, device: torch.device,
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/models.json")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``models.py`` and ``profile_heads.py`` share: models, sizes, timing."""
     parser.add_argument("--models", nargs="+", choices=tuple(SEQ_LEN), default=list(SEQ_LEN))
     parser.add_argument("--backbone", default=None, help="resnet50 (quick: resnet18)")
     parser.add_argument("--batch", type=int, default=2, help="clips per step (default 2)")
@@ -149,32 +148,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--backends", nargs="+", choices=("torch", "triton"), default=None,
-                        help="graph-layer backends of STGCN and CTL, one row each "
-                             "(default: torch on cpu, torch and triton on cuda)")
     parser.add_argument("--quick", action="store_true",
                         help="resnet18, 64 x 32 frames, B = 2: a smoke test")
-    args = parser.parse_args(argv)
+
+
+def setup_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """Check the shared options (``parser.error`` on bad ones), fill in the defaults, set
+    the threads; return the run's description for the JSON (sizes, machine, versions)."""
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU here")
-    if args.backends is None:
-        args.backends = ["torch", "triton"] if args.device == "cuda" else ["torch"]
-    if ("triton" in args.backends and args.device != "cuda"
-            and os.environ.get("TRITON_INTERPRET") != "1"):
-        parser.error("--backends triton needs --device cuda (the kernels compile for GPUs), "
-                     "or TRITON_INTERPRET=1 to run them slowly on the CPU as a smoke test")
     if args.batch < 2:
         parser.error("--batch must be >= 2 (the BNNecks' batch norm needs 2 clips)")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
     args.backbone = args.backbone or ("resnet18" if args.quick else "resnet50")
     args.height = args.height or (64 if args.quick else 256)
     args.width = args.width or (32 if args.quick else 128)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
-
-    results: dict[str, Any] = {
+    return {
         "quick": args.quick, "backbone": args.backbone, "batch": args.batch,
-        "height": args.height, "width": args.width, "device": str(device),
+        "height": args.height, "width": args.width, "device": args.device,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
         "num_classes": NUM_CLASSES, "torch": torch.__version__,
@@ -182,6 +175,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "models": [],
     }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/models.json")
+    add_model_arguments(parser)
+    parser.add_argument("--backends", nargs="+", choices=("torch", "triton"), default=None,
+                        help="graph-layer backends of STGCN and CTL, one row each "
+                             "(default: torch on cpu, torch and triton on cuda)")
+    args = parser.parse_args(argv)
+    results = setup_run(parser, args)
+    if args.backends is None:
+        args.backends = ["torch", "triton"] if args.device == "cuda" else ["torch"]
+    if ("triton" in args.backends and args.device != "cuda"
+            and os.environ.get("TRITON_INTERPRET") != "1"):
+        parser.error("--backends triton needs --device cuda (the kernels compile for GPUs), "
+                     "or TRITON_INTERPRET=1 to run them slowly on the CPU as a smoke test")
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     print_header(results)
     for name in args.models:
         for backend in (args.backends if name in GRAPH_MODELS else [None]):

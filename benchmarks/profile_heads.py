@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timer import compare  # noqa: E402
-from models import SEQ_LEN, training_steps  # noqa: E402
+from models import SEQ_LEN, add_model_arguments, setup_run, training_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
@@ -105,49 +103,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks/results/profile_heads.json")
-    parser.add_argument("--models", nargs="+", choices=tuple(SEQ_LEN), default=list(SEQ_LEN))
-    parser.add_argument("--backbone", default=None, help="resnet50 (quick: resnet18)")
-    parser.add_argument("--batch", type=int, default=2, help="clips per step (default 2)")
-    parser.add_argument("--seq-len", type=int, default=None,
-                        help="frames per clip for every model (default: 8 TP/STGCN, 6 CTL)")
-    parser.add_argument("--height", type=int, default=None, help="256 (quick: 64)")
-    parser.add_argument("--width", type=int, default=None, help="128 (quick: 32)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--profile-calls", type=int, default=5,
-                        help="head calls under the profiler (default 5)")
-    parser.add_argument("--top", type=int, default=8, help="operators listed per model")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    add_model_arguments(parser)
     parser.add_argument("--backend", choices=("auto", "torch", "triton"), default="auto",
                         help="graph-layer backend of STGCN and CTL (default auto: Triton on "
                              "cuda, torch on cpu)")
-    parser.add_argument("--quick", action="store_true",
-                        help="resnet18, 64 x 32 frames, B = 2: a smoke test")
+    parser.add_argument("--profile-calls", type=int, default=5,
+                        help="head calls under the profiler (default 5)")
+    parser.add_argument("--top", type=int, default=8, help="operators listed per model")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no GPU here")
-    if args.batch < 2:
-        parser.error("--batch must be >= 2 (the BNNecks' batch norm needs 2 clips)")
-    if args.repeats < 1 or args.profile_calls < 1 or args.top < 1:
-        parser.error("--repeats, --profile-calls and --top must be >= 1")
-    args.backbone = args.backbone or ("resnet18" if args.quick else "resnet50")
-    args.height = args.height or (64 if args.quick else 256)
-    args.width = args.width or (32 if args.quick else 128)
-    torch.set_num_threads(args.threads)
+    results = setup_run(parser, args)
+    if args.profile_calls < 1 or args.top < 1:
+        parser.error("--profile-calls and --top must be >= 1")
+    results.update(backend=args.backend, profile_calls=args.profile_calls)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-
-    results: dict[str, Any] = {
-        "quick": args.quick, "backbone": args.backbone, "batch": args.batch,
-        "height": args.height, "width": args.width, "device": str(device),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
-        "profile_calls": args.profile_calls, "torch": torch.__version__,
-        "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "load_average_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "models": [],
-    }
     print(f"head vs backbone, forward + backward of {args.batch} clips at {args.height} x "
           f"{args.width}, {args.backbone}, graph backend {args.backend}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
