@@ -15,10 +15,10 @@ triplet losses on CTL's three features plus its diversity loss (eq. 8-9).
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
+from stgraph.cli import save_checkpoint
 from stgraph.data import SyntheticReID
 from stgraph.engine import (
     build_optimizer,
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def save_checkpoint(args, model, dataset, metrics) -> None:
+def write_checkpoint(args, model, dataset, metrics) -> None:
     """A checkpoint in the format of ``stgraph train``, so the CLI's tools can read it."""
     kwargs = {"backbone": args.backbone, "num_layers": args.num_layers,
               "tau": args.tau, "alpha": args.alpha}
@@ -67,12 +67,7 @@ def save_checkpoint(args, model, dataset, metrics) -> None:
                           "num_test_ids": args.test_ids, "image_size": list(dataset.image_size),
                           "seed": args.seed},
               "seq_len": args.seq_len, "height": args.height, "width": args.width}
-    keys = ("rank1", "rank5", "rank10", "rank20", "mAP", "num_query", "num_gallery")
-    path = Path(args.save)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config, "state_dict": model.state_dict(),
-                "metrics": {k: metrics[k] for k in keys}}, path)
-    print(f"wrote {path}")
+    print(f"wrote {save_checkpoint(args.save, model, config, metrics)}")
 
 
 def main(argv=None) -> dict:
@@ -124,7 +119,7 @@ def main(argv=None) -> dict:
     print(f"rank-1 {metrics['rank1']:.4f}  rank-5 {metrics['rank5']:.4f}  "
           f"mAP {metrics['mAP']:.4f}")
     if args.save:
-        save_checkpoint(args, model, dataset, metrics)
+        write_checkpoint(args, model, dataset, metrics)
     print(f"done in {time.perf_counter() - t0:.1f}s")
     return metrics
 

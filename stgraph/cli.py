@@ -34,7 +34,7 @@ from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
 from stgraph.viz import MODEL_PLOTS, plot_model_graph, plot_ranking
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "load_checkpoint", "save_checkpoint"]
 
 #: Keys of metrics.json every run writes (fractions in [0, 1] except the counts).
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "num_query", "num_gallery")
@@ -169,10 +169,8 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _write_outputs(out_dir: Path, metrics: dict, checkpoint: dict | None) -> None:
+def _write_metrics(out_dir: Path, metrics: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint is not None:
-        _atomic_write(out_dir / "checkpoint.pth", lambda p: torch.save(checkpoint, p))
 
     def dump(p):
         with open(p, "w") as f:
@@ -251,11 +249,53 @@ def _train(args: argparse.Namespace) -> int:
         "seq_len": args.seq_len, "height": args.height, "width": args.width,
         "args": {k: v for k, v in vars(args).items()},
     }
-    checkpoint = {"config": config, "state_dict": model.state_dict(), "metrics": {
-        k: metrics[k] for k in METRIC_KEYS}}
-    _write_outputs(out_dir, metrics, checkpoint)
+    save_checkpoint(out_dir / "checkpoint.pth", model, config, metrics)
+    _write_metrics(out_dir, metrics)
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'checkpoint.pth'}")
     return 0
+
+
+#: Keys a checkpoint's ``config`` needs for :func:`load_checkpoint` to rebuild the model.
+CHECKPOINT_KEYS = ("model", "model_kwargs", "num_classes")
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dict,
+                    metrics: dict) -> Path:
+    """Write a checkpoint in the format of ``stgraph train``, which :func:`load_checkpoint`,
+    ``stgraph evaluate`` and ``stgraph plot`` read.
+
+    The file holds ``config``, the model's ``state_dict`` and the :data:`METRIC_KEYS` of
+    ``metrics``. It is written to a temporary file beside ``path`` and renamed, so an
+    interrupted run never leaves a truncated checkpoint; the folder is created.
+
+    Args:
+        path (str or Path): the ``.pth`` file.
+        model (nn.Module): the trained model.
+        config (dict): how to rebuild it: ``model`` (registry name), ``model_kwargs``
+            and ``num_classes``; ``stgraph evaluate`` / ``plot`` also read ``dataset``
+            (a dataset config), ``seq_len``, ``height`` and ``width`` (pixels).
+        metrics (dict): the evaluation, as :func:`stgraph.engine.evaluate` returns it.
+
+    Returns:
+        Path: ``path``.
+
+    Raises:
+        ValueError: ``config`` without one of :data:`CHECKPOINT_KEYS`, or ``metrics``
+            without one of :data:`METRIC_KEYS` (the message names them).
+    """
+    missing = [k for k in CHECKPOINT_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"checkpoint config lacks {missing}; load_checkpoint needs "
+                         f"{list(CHECKPOINT_KEYS)}")
+    missing = [k for k in METRIC_KEYS if k not in metrics]
+    if missing:
+        raise ValueError(f"metrics lack {missing}; a checkpoint keeps {list(METRIC_KEYS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"config": config, "state_dict": model.state_dict(),
+                  "metrics": {k: metrics[k] for k in METRIC_KEYS}}
+    _atomic_write(path, lambda p: torch.save(checkpoint, p))
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu"):
@@ -291,7 +331,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        protocol=args.protocol, rerank=args.rerank)
     print(format_table(metrics))
     if args.output:
-        _write_outputs(Path(args.output), metrics, None)
+        _write_metrics(Path(args.output), metrics)
         print(f"wrote {Path(args.output) / 'metrics.json'}")
     return 0
 

@@ -12,6 +12,7 @@ from stgraph.cli import (
     build_parser,
     load_checkpoint,
     main,
+    save_checkpoint,
 )
 
 TINY = ["--backbone", "resnet18", "--height", "64", "--width", "32", "--seq-len", "4",
@@ -136,3 +137,32 @@ def test_keypoints_flag_reaches_the_dataset(tmp_path):
 def test_missing_checkpoint(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pth")]) == 2
     assert "none.pth" in capsys.readouterr().err
+
+
+def test_save_checkpoint_round_trip_and_errors(tmp_path):
+    import torch
+
+    from stgraph.models import create_model
+
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet18", "seq_len": 4, "num_patches": 2}
+    model = create_model("stgcn", num_classes=3, **kwargs)
+    config = {"model": "stgcn", "model_kwargs": kwargs, "num_classes": 3}
+    metrics = {k: 0.5 for k in METRIC_KEYS} | {"history": [1, 2], "cmc": [0.5]}
+    path = save_checkpoint(tmp_path / "sub" / "m.pth", model, config, metrics)
+    assert path == tmp_path / "sub" / "m.pth"
+    assert [p.name for p in path.parent.iterdir()] == ["m.pth"]  # no temporary file left
+    loaded, cfg = load_checkpoint(path)
+    assert cfg == config
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    stored = torch.load(path, weights_only=True)["metrics"]
+    assert stored == {k: 0.5 for k in METRIC_KEYS}  # only the metric keys are kept
+    with pytest.raises(ValueError, match=r"config lacks \['num_classes'\]"):
+        save_checkpoint(tmp_path / "x.pth", model, {"model": "stgcn", "model_kwargs": {}},
+                        metrics)
+    with pytest.raises(ValueError, match=r"metrics lack \['mAP'\]"):
+        save_checkpoint(tmp_path / "x.pth", model, config,
+                        {k: v for k, v in metrics.items() if k != "mAP"})
+    assert not (tmp_path / "x.pth").exists()
