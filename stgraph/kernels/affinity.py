@@ -157,6 +157,25 @@ if triton is not None:
         return s, s_clamped, a, a_tilde, deg, g
 
     @triton.jit
+    def _propagate_chunk(mat, src_ptr, dst_ptr, rows, node_ok, row_ok, p, per, total,
+                         stride_sn, stride_sc, stride_dn, stride_dc,
+                         PRECISION: tl.constexpr, BLOCK: tl.constexpr, STEPS: tl.constexpr):
+        """``dst[:, cols] = mat @ src[:, cols]`` of one graph for channel chunk ``p``
+        (``cols`` = ``p * per`` .. ``min((p + 1) * per, total) - 1``, ``STEPS`` blocks of
+        ``BLOCK``): source rows of masked or padding nodes read as 0, padding rows not
+        stored."""
+        lo = p * per
+        hi = tl.minimum(lo + per, total)
+        for i in range(STEPS):
+            offs = lo + i * BLOCK + tl.arange(0, BLOCK)
+            col_ok = offs < hi
+            src = tl.load(src_ptr + rows[:, None] * stride_sn + offs[None, :] * stride_sc,
+                          mask=node_ok[:, None] & col_ok[None, :], other=0.0)
+            out = tl.dot(mat.to(src.dtype), src, input_precision=PRECISION)
+            tl.store(dst_ptr + rows[:, None] * stride_dn + offs[None, :] * stride_dc,
+                     out.to(dst_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+    @triton.jit
     def _affinity_fwd_kernel(h_ptr, x_ptr, mask_ptr, out_ptr, N, D, C, c_per, eps,
                              stride_hb, stride_hn, stride_hd,
                              stride_xb, stride_xn, stride_xc,
@@ -180,18 +199,9 @@ if triton is not None:
                   F64, PRECISION, BLOCK_N, BLOCK_D, D_STEPS)
         s, s_clamped, a, a_tilde, deg, g = _normalise(e, rows, node_ok, eps)
         a_hat = g[:, None] * a_tilde * g[None, :]  # (BLOCK_N, BLOCK_N), rows/cols 0 on padding
-        c_lo = p * c_per
-        c_hi = tl.minimum(c_lo + c_per, C)
-        for i in range(C_STEPS):
-            offs_c = c_lo + i * BLOCK_C + tl.arange(0, BLOCK_C)
-            c_ok = offs_c < c_hi
-            x = tl.load(x_ptr + b * stride_xb + rows[:, None] * stride_xn
-                        + offs_c[None, :] * stride_xc,
-                        mask=node_ok[:, None] & c_ok[None, :], other=0.0)
-            y = tl.dot(a_hat.to(x.dtype), x, input_precision=PRECISION)
-            tl.store(out_ptr + b * stride_ob + rows[:, None] * stride_on
-                     + offs_c[None, :] * stride_oc,
-                     y.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & c_ok[None, :])
+        _propagate_chunk(a_hat, x_ptr + b * stride_xb, out_ptr + b * stride_ob, rows,
+                         node_ok, row_ok, p, c_per, C, stride_xn, stride_xc,
+                         stride_on, stride_oc, PRECISION, BLOCK_C, C_STEPS)
 
     @triton.jit
     def _affinity_bwd_kernel(h_ptr, x_ptr, mask_ptr, gy_ptr, dh_ptr, dx_ptr,
@@ -228,17 +238,9 @@ if triton is not None:
         if NEED_DX:
             # d(XW) = A^T dY, A^ = D^-1/2 (A + diag(m)) D^-1/2
             a_hat_t = tl.trans(g[:, None] * a_tilde * g[None, :])
-            c_lo = p * c_per
-            c_hi = tl.minimum(c_lo + c_per, C)
-            for i in range(C_STEPS_PER):
-                offs_c = c_lo + i * BLOCK_C + tl.arange(0, BLOCK_C)
-                c_ok = offs_c < c_hi
-                gy = tl.load(gy_base + rows[:, None] * stride_gn + offs_c[None, :] * stride_gc,
-                             mask=node_ok[:, None] & c_ok[None, :], other=0.0)
-                dx = tl.dot(a_hat_t.to(gy.dtype), gy, input_precision=PRECISION)
-                tl.store(dx_ptr + b * stride_dxb + rows[:, None] * stride_dxn
-                         + offs_c[None, :] * stride_dxc,
-                         dx.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & c_ok[None, :])
+            _propagate_chunk(a_hat_t, gy_base, dx_ptr + b * stride_dxb, rows, node_ok, row_ok,
+                             p, c_per, C, stride_gn, stride_gc, stride_dxn, stride_dxc,
+                             PRECISION, BLOCK_C, C_STEPS_PER)
         if NEED_DH:
             # dA^_ij = dY_i . XW_j over all channels
             dah = tl.zeros((BLOCK_N, BLOCK_N), dtype=tl.float32)
@@ -264,17 +266,9 @@ if triton is not None:
             ds = tl.where(s >= eps, -tl.sum(da * a, axis=1) / s_clamped, ddeg / eps)
             de = 2.0 * e * (da / s_clamped[:, None] + ds[:, None])  # E = e^2
             de_sym = de + tl.trans(de)  # e = h h^T
-            d_lo = p * d_per
-            d_hi = tl.minimum(d_lo + d_per, D)
-            for i in range(D_STEPS_PER):
-                offs_d = d_lo + i * BLOCK_D + tl.arange(0, BLOCK_D)
-                d_ok = offs_d < d_hi
-                hb = tl.load(h_base + rows[:, None] * stride_hn + offs_d[None, :] * stride_hd,
-                             mask=node_ok[:, None] & d_ok[None, :], other=0.0)
-                dh = tl.dot(de_sym.to(hb.dtype), hb, input_precision=PRECISION)
-                tl.store(dh_ptr + b * stride_dhb + rows[:, None] * stride_dhn
-                         + offs_d[None, :] * stride_dhd,
-                         dh.to(dh_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+            _propagate_chunk(de_sym, h_base, dh_ptr + b * stride_dhb, rows, node_ok, row_ok,
+                             p, d_per, D, stride_hn, stride_hd, stride_dhn, stride_dhd,
+                             PRECISION, BLOCK_D, D_STEPS_PER)
 
 
 def _pow2(n: int, floor: int = 16) -> int:
