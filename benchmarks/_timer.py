@@ -18,19 +18,29 @@ asynchronous device work is counted), then once more untimed to measure memory:
 synced), so that a slow drift of the machine's load falls on all of them alike: use it when
 the question is a small difference between two times (e.g. a model step with and without
 its head). It returns the same timing fields as ``measure`` per function, without memory.
+
+``machine()`` describes where a run happens (versions, GPU, threads, platform, load
+average, date) for the results, and ``save_results(path, results)`` adds the load average
+at the end and writes them as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import resource
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["compare", "measure"]
+import torch
+
+__all__ = ["compare", "machine", "measure", "save_results"]
 
 
 def _status_kb(field: str) -> int | None:
@@ -133,3 +143,25 @@ def compare(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1
             sync()
             times[name].append(time.perf_counter() - start)
     return {name: _stats(t, repeats, warmup) for name, t in times.items()}
+
+
+def machine() -> dict[str, Any]:
+    """The machine and software of a run, for its results: torch version, GPU name (or
+    :obj:`None`), torch's CPU threads, platform, processor, CPU count, the load average
+    (1, 5, 15 minutes) at the start, and the date."""
+    return {
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(), "platform": platform.platform(),
+        "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "load_average_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def save_results(path: Path, results: dict[str, Any]) -> None:
+    """Add ``load_average_end`` to ``results`` and write them to ``path`` as JSON (the
+    folder is created)."""
+    results["load_average_end"] = os.getloadavg()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {path}")

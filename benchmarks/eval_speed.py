@@ -28,11 +28,8 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timer import measure  # noqa: E402
+from _timer import machine, measure, save_results  # noqa: E402
 
 from stgraph.eval import compute_distance_matrix, evaluate_rank, re_ranking  # noqa: E402
 
@@ -214,10 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     qf = feats[query]
     results: dict[str, Any] = {
-        "ids_source": split["source"], "dim": dim, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "numpy": np.__version__,
-        "platform": platform.platform(), "processor": platform.processor(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "protocols": {},
+        "ids_source": split["source"], "dim": dim, **machine(), "numpy": np.__version__,
+        "protocols": {},
         "target": {"rank_seconds": TARGET_SECONDS, "speedup": TARGET_SPEEDUP},
     }
     for protocol, g in galleries.items():
@@ -237,9 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
 
     print_table(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    save_results(args.out, results)
     return results
 
 

@@ -41,11 +41,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import inspect
-import json
-import os
-import platform
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +53,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timer import measure  # noqa: E402
+from _timer import machine, measure, save_results  # noqa: E402
 
 from stgraph.graph import COCO17, PatchGraphBuilder  # noqa: E402
 from stgraph.nn import (  # noqa: E402
@@ -400,29 +396,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scatter = _installed("torch_scatter")
     results: dict[str, Any] = {
         "quick": args.quick, "sizes": sizes, "device": str(device),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "threads": torch.get_num_threads(), "repeats": repeats, "warmup": args.warmup,
-        "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
+        "repeats": repeats, "warmup": args.warmup, **machine(),
+        "torch_geometric": torch_geometric.__version__,
         "torch_scatter": _version("torch-scatter") if scatter else None,
         "torch_sparse": _version("torch-sparse") if _installed("torch_sparse") else None,
         "pyg_lib": _version("pyg-lib") if _installed("pyg_lib") else None,
         "triton": _version("triton") if _installed("triton") else None,
-        "max_sparse_gb": args.max_sparse_gb,
-        "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cases": [],
+        "max_sparse_gb": args.max_sparse_gb, "cases": [],
     }
     print_header(results)
     for case in build_cases(sizes, device):
         res = run_case(case, repeats, args.warmup, sync, args.max_sparse_gb * 2**30, device)
         print_case(res)
         results["cases"].append(res)
-    results["load_average_end"] = os.getloadavg()
     results["target"] = target_summary(results["cases"])
     print_targets(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    save_results(args.out, results)
     return results
 
 

@@ -38,18 +38,15 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timer import compare  # noqa: E402
+from _timer import compare, machine, save_results  # noqa: E402
 
 from stgraph.losses import ReIDLoss  # noqa: E402
 from stgraph.models import create_model  # noqa: E402
@@ -168,12 +165,8 @@ def setup_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
     return {
         "quick": args.quick, "backbone": args.backbone, "batch": args.batch,
         "height": args.height, "width": args.width, "device": args.device,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup": args.warmup,
-        "num_classes": NUM_CLASSES, "torch": torch.__version__,
-        "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "models": [],
+        "repeats": args.repeats, "warmup": args.warmup, "num_classes": NUM_CLASSES,
+        **machine(), "models": [],
     }
 
 
@@ -200,12 +193,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res = run_model(name, backend, args, device, sync)
             print_row(res)
             results["models"].append(res)
-    results["load_average_end"] = os.getloadavg()
     results["target"] = target_summary(results["models"])
     print_target(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    save_results(args.out, results)
     return results
 
 

@@ -26,8 +26,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timer import compare  # noqa: E402
+from _timer import compare, save_results  # noqa: E402
 from models import SEQ_LEN, add_model_arguments, setup_run, training_steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,10 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print_row(res)
     for res in results["models"]:
         print_operators(res)
-    results["load_average_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    save_results(args.out, results)
     return results
 
 
