@@ -32,6 +32,7 @@ from stgraph.engine import (
 from stgraph.eval import RANK_PROTOCOLS
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
+from stgraph.models.backbones import list_backbones
 from stgraph.viz import MODEL_PLOTS, plot_model_graph, plot_ranking
 
 __all__ = ["main", "build_parser", "load_checkpoint", "save_checkpoint"]
@@ -57,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model, evaluate it, write metrics and a checkpoint")
     t.add_argument("--model", required=True, choices=list_models())
     _add_data_args(t, required=True)
-    t.add_argument("--backbone", default="resnet50", choices=["resnet18", "resnet34", "resnet50"])
+    t.add_argument("--backbone", default="resnet50", choices=list_backbones())
     t.add_argument("--last-stride", type=int, default=1)
-    t.add_argument("--pretrained", help="local path of torchvision ImageNet weights (.pth)")
+    t.add_argument("--pretrained", help="'imagenet' (the weights packaged for "
+                   "efficientnet_lite0/1/2, extra 'pretrained') or the local path of an "
+                   "ImageNet state dict (.pth; torchvision's for the ResNets)")
     t.add_argument("--height", type=int, default=256, help="input height in pixels")
     t.add_argument("--width", type=int, default=128, help="input width in pixels")
     t.add_argument("--seq-len", type=int, default=8, help="frames per clip T")
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot":
             return _plot(args)
         return _evaluate(args)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+    except (FileNotFoundError, ValueError, KeyError, OSError, ImportError) as err:
         print(f"stgraph: error: {err}", file=sys.stderr)
         return 2
 

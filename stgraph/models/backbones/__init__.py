@@ -1,12 +1,18 @@
-"""Frame backbones: images -> feature maps, with torchvision-compatible weights."""
+"""Frame backbones: images -> feature maps, with ImageNet weights from local or packaged files."""
 
+from stgraph.models.backbones.efficientnet import (
+    EfficientNetLite,
+    MBConvBlock,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
+from stgraph.models.backbones.loading import LoadReport, load_pretrained
+from stgraph.models.backbones.registry import build_backbone, list_backbones
 from stgraph.models.backbones.resnet import (
     BasicBlock,
     Bottleneck,
-    LoadReport,
     ResNet,
-    build_backbone,
-    load_pretrained,
     resnet18,
     resnet34,
     resnet50,
@@ -15,9 +21,15 @@ from stgraph.models.backbones.resnet import (
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "EfficientNetLite",
     "LoadReport",
+    "MBConvBlock",
     "ResNet",
     "build_backbone",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "list_backbones",
     "load_pretrained",
     "resnet18",
     "resnet34",

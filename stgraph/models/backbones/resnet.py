@@ -19,24 +19,12 @@ Baseline for Deep Person Re-identification", CVPRW 2019, sec. 3.2): the stride o
 from __future__ import annotations
 
 import os
-import pickle
-from collections.abc import Mapping
-from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-__all__ = [
-    "BasicBlock",
-    "Bottleneck",
-    "LoadReport",
-    "ResNet",
-    "build_backbone",
-    "load_pretrained",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-]
+from stgraph.models.backbones.loading import load_pretrained
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -221,108 +209,16 @@ class ResNet(nn.Module):
         x = self.layer3(x)  # (N, 256 e, H/16, W/16)
         return self.layer4(x)  # (N, 512 e, H/(16 s), W/(16 s))
 
+    @property
+    def label(self) -> str:
+        """The architecture's name in messages, e.g. ``"ResNet-50"``."""
+        return f"ResNet-{self.depth}"
+
+    #: Prefix of the ImageNet classifier's keys in torchvision files, skipped when loading.
+    classifier_prefix = "fc."
+
     def extra_repr(self) -> str:
         return f"depth={self.depth}, last_stride={self.last_stride}"
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What :func:`load_pretrained` did.
-
-    Attributes:
-        path (str): the file read.
-        loaded (tuple[str, ...]): model keys filled from the file.
-        ignored (tuple[str, ...]): file keys deliberately skipped (the ImageNet
-            classifier ``fc.*``).
-        defaulted (tuple[str, ...]): BN ``num_batches_tracked`` counters absent
-            from the file (old torchvision files predate them) and left at the
-            model's value; they affect nothing unless BN momentum is ``None``.
-    """
-
-    path: str
-    loaded: tuple[str, ...]
-    ignored: tuple[str, ...]
-    defaulted: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        return (f"loaded {len(self.loaded)} tensors from {self.path}; ignored "
-                f"{list(self.ignored)}; defaulted {len(self.defaulted)} num_batches_tracked")
-
-
-class _StateDictKeyError(KeyError):
-    """KeyError whose message prints without the quotes ``KeyError`` adds."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def _preview(keys: list[str], limit: int = 5) -> str:
-    if not keys:
-        return "none"
-    shown = ", ".join(keys[:limit])
-    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-    return f"{len(keys)}: [{shown}{more}]"
-
-
-def load_pretrained(model: ResNet, path: str | os.PathLike) -> LoadReport:
-    """Load a torchvision ImageNet ResNet state dict from a local file into ``model``.
-
-    The file is a plain ``state_dict`` as torchvision distributes it
-    (``resnet18-f37072fd.pth``, ``resnet34-b627a593.pth``,
-    ``resnet50-0676ba61.pth`` ...), read with ``torch.load(weights_only=True)``
-    onto the CPU. ``fc.*`` keys are ignored (and reported); missing
-    ``num_batches_tracked`` buffers are tolerated (and reported); every other
-    key must match the model's exactly, name and shape, or nothing is loaded.
-
-    Args:
-        model (ResNet): the backbone to fill in place.
-        path (str or os.PathLike): local path of the ``.pth`` file.
-
-    Returns:
-        LoadReport: the keys loaded, ignored and defaulted.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-        KeyError: keys are missing from the file or unexpected in it (a file of
-            another depth, or a checkpoint with a ``module.``/``backbone.``
-            prefix); the message lists the first few of each, their counts and
-            the file. Checked before shapes.
-        ValueError: the file is not a state dict (e.g. a pickled module), or a
-            tensor's shape differs from the model's under the same name; the
-            message lists those keys with both shapes.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained weights not found: {path!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path!r} is not a plain state dict readable with "
-                         f"weights_only=True: {err}") from err
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path!r} does not hold a state dict of tensors "
-                         f"(got {type(state).__name__})")
-
-    ignored = tuple(k for k in state if k.startswith("fc."))
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    defaulted = tuple(k for k in missing if k.endswith("num_batches_tracked"))
-    if len(missing) > len(defaulted) or unexpected:  # all missing keys listed, counters included
-        raise _StateDictKeyError(
-            f"state dict in {path!r} does not match {type(model).__name__}-{model.depth}: "
-            f"missing keys {_preview(missing)}; unexpected keys {_preview(unexpected)}")
-    mismatched = [f"{k} {tuple(v.shape)} in file vs {tuple(own[k].shape)} in model"
-                  for k, v in state.items() if v.shape != own[k].shape]
-    if mismatched:
-        raise ValueError(f"state dict in {path!r} has shapes that differ from "
-                         f"{type(model).__name__}-{model.depth}: {_preview(mismatched)}")
-    for k in defaulted:
-        state[k] = own[k]
-    model.load_state_dict(state, strict=True)
-    return LoadReport(path=path, loaded=tuple(k for k in own if k not in defaulted),
-                      ignored=ignored, defaulted=defaulted)
 
 
 def _resnet(depth: int, last_stride: int, pretrained: str | os.PathLike | None) -> ResNet:
@@ -338,7 +234,8 @@ def resnet18(last_stride: int = 1, pretrained: str | os.PathLike | None = None) 
     Args:
         last_stride (int): see :class:`ResNet`. (default: :obj:`1`)
         pretrained (str, optional): local torchvision ``.pth`` file to load with
-            :func:`load_pretrained`. (default: :obj:`None`, random init)
+            :func:`~stgraph.models.backbones.load_pretrained`. (default: :obj:`None`,
+            random init)
     """
     return _resnet(18, last_stride, pretrained)
 
@@ -349,7 +246,8 @@ def resnet34(last_stride: int = 1, pretrained: str | os.PathLike | None = None) 
     Args:
         last_stride (int): see :class:`ResNet`. (default: :obj:`1`)
         pretrained (str, optional): local torchvision ``.pth`` file to load with
-            :func:`load_pretrained`. (default: :obj:`None`, random init)
+            :func:`~stgraph.models.backbones.load_pretrained`. (default: :obj:`None`,
+            random init)
     """
     return _resnet(34, last_stride, pretrained)
 
@@ -360,31 +258,7 @@ def resnet50(last_stride: int = 1, pretrained: str | os.PathLike | None = None) 
     Args:
         last_stride (int): see :class:`ResNet`. (default: :obj:`1`)
         pretrained (str, optional): local torchvision ``.pth`` file to load with
-            :func:`load_pretrained`. (default: :obj:`None`, random init)
+            :func:`~stgraph.models.backbones.load_pretrained`. (default: :obj:`None`,
+            random init)
     """
     return _resnet(50, last_stride, pretrained)
-
-
-_BACKBONES = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
-
-
-def build_backbone(name: str, last_stride: int = 1,
-                   pretrained: str | os.PathLike | None = None) -> ResNet:
-    """Build a backbone by name.
-
-    Args:
-        name (str): ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
-        last_stride (int): see :class:`ResNet`. (default: :obj:`1`)
-        pretrained (str, optional): local torchvision ``.pth`` file. (default: :obj:`None`)
-
-    Raises:
-        ValueError: unknown ``name``; the message lists the valid names.
-
-    Examples:
-        >>> net = build_backbone("resnet18")
-        >>> net(torch.zeros(1, 3, 256, 128)).shape
-        torch.Size([1, 512, 16, 8])
-    """
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(_BACKBONES)}")
-    return _BACKBONES[name](last_stride=last_stride, pretrained=pretrained)
