@@ -37,17 +37,28 @@ def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> d
 
 def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
                       batch_ids: int, batch_instances: int, seed: int = 0,
-                      workers: int = 0, keypoints: bool = False) -> DataLoader:
+                      workers: int = 0, keypoints: bool = False, flip: bool = True,
+                      pad: int = 10, erasing: float = 0.5) -> DataLoader:
     """A PK-sampled loader of restricted-random training clips.
 
     Each batch holds ``batch_ids`` identities x ``batch_instances`` tracklets;
     items are dicts ``clip (B,T,3,H,W)``, ``pid (B,)``, ``camid (B,)``, and
     with ``keypoints`` also ``keypoints (B,T,17,3)`` (pass
     ``keypoints=takes_keypoints(model)`` for a model that takes them).
+    Clips get the Bag-of-Tricks augmentations, one draw per clip (see
+    :class:`~stgraph.data.TrainClipDataset`): horizontal flip with p 0.5
+    (``flip``), zero padding by ``pad`` pixels + random crop back to
+    ``(height, width)`` (``pad=0`` turns it off), random erasing with
+    probability ``erasing`` (``0`` turns it off); the defaults are the recipe's.
     Call ``loader.dataset.set_epoch(e)`` and ``loader.sampler.set_epoch(e)``
     (or :func:`train_one_epoch`, which does) before each epoch.
+
+    Raises:
+        ValueError: ``pad`` < 0 or ``erasing`` outside [0, 1] (and the errors of
+            :class:`~stgraph.data.TrainClipDataset` and :class:`~stgraph.data.PKSampler`).
     """
-    clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed, keypoints=keypoints)
+    clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed, keypoints=keypoints,
+                             flip=flip, pad=pad, erasing=erasing)
     pids = [t.pid for t in dataset.train]
     sampler = PKSampler(pids, batch_ids, batch_instances, seed=seed)
     # persistent_workers must stay False: workers copy the dataset when they start, so a
@@ -56,11 +67,43 @@ def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, widt
                       num_workers=workers, drop_last=True)
 
 
-def build_optimizer(model: nn.Module, lr: float,
-                    weight_decay: float = 5e-4) -> torch.optim.Adam:
-    """Adam over the trainable parameters (Adam, lr 3.5e-4, wd 5e-4 is the field's default)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 5e-4,
+                    backbone_lr_mult: float = 1.0) -> torch.optim.Adam:
+    """Adam over the trainable parameters (Adam, lr 3.5e-4, wd 5e-4 is the field's default).
+
+    Two parameter groups: the parameters of ``model.backbone`` (when the model
+    has that attribute) at ``lr * backbone_lr_mult``, and every other parameter
+    at ``lr``, both with ``weight_decay``; fine-tuning a pretrained backbone
+    usually takes a lower rate than the new layers (e.g. ``backbone_lr_mult=0.1``).
+    Only parameters with ``requires_grad`` are included, and an empty group is
+    left out. With ``backbone_lr_mult=0`` the backbone group is left out (the
+    backbone is not updated, and weight decay does not touch it), but its
+    ``requires_grad`` flags are not changed: set them to ``False`` as well to save
+    the backward pass through it. A scheduler such as :func:`warmup_cosine`
+    scales every group's own lr.
+
+    Raises:
+        ValueError: ``backbone_lr_mult`` < 0, or no trainable parameter at all.
+    """
+    if not backbone_lr_mult >= 0:
+        raise ValueError(f"build_optimizer: backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
+    backbone = getattr(model, "backbone", None)
+    in_backbone = ({id(p) for p in backbone.parameters()}
+                   if isinstance(backbone, nn.Module) else set())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) in in_backbone],
+         "lr": lr * backbone_lr_mult},
+        {"params": [p for p in trainable if id(p) not in in_backbone], "lr": lr},
+    ]
+    if backbone_lr_mult == 0:
+        groups = groups[1:]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("build_optimizer: the model has no trainable parameter "
+                         "(all have requires_grad=False, or only the backbone with "
+                         "backbone_lr_mult=0)")
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,

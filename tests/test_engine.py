@@ -1,5 +1,6 @@
 """Training loop plumbing: epochs reach the loader workers; a few steps learn."""
 
+import pytest
 import torch
 
 from stgraph.data import SyntheticReID
@@ -65,3 +66,47 @@ def test_models_that_take_keypoints_get_each_clips_keypoints():
     model.seen.clear()
     evaluate(model, data, seq_len=2, height=32, width=16, progress=False)
     assert model.seen and all(k is not None and k.shape[1:] == (2, 17, 3) for k in model.seen)
+
+
+class _WithBackbone(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 2)
+        self.frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+
+
+def test_build_optimizer_gives_the_backbone_its_own_lr():
+    from stgraph.engine import build_optimizer
+
+    model = _WithBackbone()
+    opt = build_optimizer(model, lr=1e-3, weight_decay=1e-4, backbone_lr_mult=0.1)
+    (bb, rest) = opt.param_groups
+    assert bb["lr"] == pytest.approx(1e-4) and rest["lr"] == 1e-3
+    assert {id(p) for p in bb["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in rest["params"]} == {id(p) for p in model.head.parameters()}
+    assert bb["weight_decay"] == rest["weight_decay"] == 1e-4  # model.frozen is in neither
+    sched = warmup_cosine(opt, total_steps=10, warmup_steps=2)  # scales both groups
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-6, 1e-5])
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-4, 1e-3])
+    only_head = build_optimizer(model, lr=1e-3, backbone_lr_mult=0.0)
+    assert len(only_head.param_groups) == 1 and only_head.param_groups[0]["lr"] == 1e-3
+    plain = build_optimizer(torch.nn.Linear(3, 2), lr=2e-3)  # no .backbone: one group
+    assert len(plain.param_groups) == 1 and len(plain.param_groups[0]["params"]) == 2
+    with pytest.raises(ValueError, match="backbone_lr_mult must be >= 0"):
+        build_optimizer(model, lr=1e-3, backbone_lr_mult=-1.0)
+
+
+def test_make_train_loader_passes_the_augmentation_switches():
+    from stgraph.data.transforms import ClipAugment
+
+    data = SyntheticReID(num_train_ids=4, num_test_ids=2, image_size=(32, 16), seed=0)
+    kw = dict(seq_len=2, height=32, width=16, batch_ids=2, batch_instances=2)
+    assert make_train_loader(data, **kw).dataset.augment == ClipAugment(True, 10, 0.5)
+    off = make_train_loader(data, **kw, flip=False, pad=0, erasing=0.0)
+    assert off.dataset.augment == ClipAugment(False, 0, 0.0)
+    with pytest.raises(ValueError, match="pad must be an int >= 0"):
+        make_train_loader(data, **kw, pad=-1)

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from stgraph.data.base import Tracklet, VideoReIDDataset
 from stgraph.data.sampling import sample_restricted_random
 from stgraph.data.seeding import make_generator
-from stgraph.data.transforms import load_clip, load_clip_with_keypoints
+from stgraph.data.transforms import ClipAugment, load_clip, load_clip_with_keypoints
 
 __all__ = ["TestClipDataset", "TrainClipDataset"]
 
@@ -26,10 +26,16 @@ class TrainClipDataset(Dataset):
 
     Item :math:`i` is a clip of ``dataset.train[i]``: ``seq_len`` frames chosen
     by :func:`~stgraph.data.sampling.sample_restricted_random`, resized and
-    normalised by :func:`~stgraph.data.transforms.load_clip`, and mirrored as
-    a whole with probability 0.5 when ``flip``. All of its randomness comes from
-    a ``torch.Generator`` seeded from ``(seed, epoch, i)``, so a run is
-    reproducible with any number of ``DataLoader`` workers and any fetch order.
+    normalised by :func:`~stgraph.data.transforms.load_clip`, then augmented
+    as the Bag-of-Tricks recipe does (Luo et al., CVPRW 2019; see
+    :class:`~stgraph.data.transforms.ClipAugment`): mirrored with probability
+    0.5 (``flip``), zero-padded by ``pad`` pixels and randomly cropped back to
+    ``(height, width)``, and randomly erased with probability ``erasing``, with
+    one draw for the whole clip; keypoints move with the flip and the crop.
+    All of its randomness comes from a ``torch.Generator`` seeded from
+    ``(seed, epoch, i)``, so a run is reproducible with any number of
+    ``DataLoader`` workers and any fetch order. With ``flip=False, pad=0,
+    erasing=0`` an item is exactly ``load_clip`` of its sampled frames.
 
     Call :meth:`set_epoch` before each epoch. ``DataLoader`` workers receive a
     copy of the dataset when an epoch's iterator starts, so this works with the
@@ -45,9 +51,14 @@ class TrainClipDataset(Dataset):
         flip (bool, optional): random horizontal flip of the clip with
             :math:`p = 0.5`. (default: ``True``)
         keypoints (bool, optional): also return each frame's keypoints on the
-            resized (and flipped) frames, see
+            resized (and flipped, cropped) frames, see
             :func:`~stgraph.data.transforms.load_clip_with_keypoints`; for
             models that take keypoints, e.g. CTL. (default: ``False``)
+        pad (int, optional): zero padding on each side before the random crop,
+            in pixels; ``0`` turns padding and cropping off. (default: ``10``)
+        erasing (float, optional): probability of random erasing (area
+            0.02-0.4 of the frame, aspect 0.3-3.3, filled with the ImageNet
+            mean); ``0`` turns it off. (default: ``0.5``)
 
     Shapes:
         - **output:** ``dict(clip=(T, 3, H, W) float32, pid=int, camid=int,
@@ -56,7 +67,8 @@ class TrainClipDataset(Dataset):
           the ints to :math:`(B,)` tensors.
 
     Raises:
-        ValueError: if ``seq_len``, ``height`` or ``width`` < 1.
+        ValueError: if ``seq_len``, ``height`` or ``width`` < 1, ``pad`` < 0 or
+            ``erasing`` outside :math:`[0, 1]`.
     """
 
     def __init__(
@@ -68,6 +80,8 @@ class TrainClipDataset(Dataset):
         seed: int = 0,
         flip: bool = True,
         keypoints: bool = False,
+        pad: int = 10,
+        erasing: float = 0.5,
     ) -> None:
         _check_size(self.__class__.__name__, seq_len, height, width)
         self.dataset = dataset
@@ -77,6 +91,7 @@ class TrainClipDataset(Dataset):
         self.seed = int(seed)
         self.flip = bool(flip)
         self.keypoints = bool(keypoints)
+        self.augment = ClipAugment(flip=self.flip, pad=pad, erasing=erasing)
         self.epoch = 0
 
     @property
@@ -102,14 +117,15 @@ class TrainClipDataset(Dataset):
         tracklet = self.dataset.train[i]
         gen = make_generator(self.seed, self.epoch, i)
         idx = sample_restricted_random(len(tracklet.frames), self.seq_len, gen)
-        flip = self.flip and bool(torch.rand((), generator=gen) < 0.5)
         keys = [tracklet.frames[j] for j in idx.tolist()]
-        item = {"pid": tracklet.pid, "camid": tracklet.camid, "index": i}
         if self.keypoints:
-            item["clip"], item["keypoints"] = load_clip_with_keypoints(
-                self.dataset, keys, self.height, self.width, flip=flip)
+            clip, kp = load_clip_with_keypoints(self.dataset, keys, self.height, self.width)
         else:
-            item["clip"] = load_clip(self.dataset, keys, self.height, self.width, flip=flip)
+            clip, kp = load_clip(self.dataset, keys, self.height, self.width), None
+        clip, kp = self.augment(clip, kp, gen)  # the same draws with or without keypoints
+        item = {"clip": clip, "pid": tracklet.pid, "camid": tracklet.camid, "index": i}
+        if kp is not None:
+            item["keypoints"] = kp
         return item
 
     def __repr__(self) -> str:

@@ -29,7 +29,8 @@ def starts(ds):
 def test_train_item_is_restricted_random_from_seed_epoch_index(frame_code):
     FrameCodeDataset, decode_frames = frame_code
     ds = FrameCodeDataset(LENGTHS)
-    train = TrainClipDataset(ds, seq_len=4, height=6, width=4, seed=3, flip=False)
+    train = TrainClipDataset(ds, seq_len=4, height=6, width=4, seed=3, flip=False,
+                             pad=0, erasing=0.0)  # decode_frames needs the plain frames
     train.set_epoch(2)
     assert len(train) == len(LENGTHS)
     for i, (n, s) in enumerate(zip(LENGTHS, starts(ds), strict=True)):
@@ -64,7 +65,7 @@ def test_train_flip_decision_is_a_fair_coin_per_item():
 
 def test_train_flip_on_a_real_image_matches_load_clip_flip():
     syn = SyntheticReID(num_train_ids=6, num_test_ids=1)
-    train = TrainClipDataset(syn, 3, 32, 16, seed=0, flip=True)
+    train = TrainClipDataset(syn, 3, 32, 16, seed=0, flip=True, pad=0, erasing=0.0)
     seen = set()
     for i in range(len(train)):
         gen = make_generator(0, 0, i)
