@@ -6,6 +6,7 @@ from stgraph.models.graphs import GRAPH_LAYERS, record_graphs
 from stgraph.models.registry import create_model, get_model_class, list_models, register_model
 from stgraph.models.stgcn import STGCN, STGCNBranch
 from stgraph.models.tp import TemporalPooling
+from stgraph.models.tp_mlp import TemporalPoolingMLP, head_parameters
 
 __all__ = [
     "GRAPH_LAYERS",
@@ -13,10 +14,12 @@ __all__ = [
     "STGCN",
     "STGCNBranch",
     "TemporalPooling",
+    "TemporalPoolingMLP",
     "VideoReIDModel",
     "create_model",
     "cross_scale_pooling",
     "get_model_class",
+    "head_parameters",
     "list_models",
     "record_graphs",
     "register_model",
