@@ -21,6 +21,7 @@ import functools
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stgraph.graph import COCO17, KeypointGraphBuilder, Skeleton, keypoint_heatmaps, prior_pose
@@ -34,11 +35,53 @@ from stgraph.nn import (
     SlidingWindowGCN,
 )
 
-__all__ = ["CTL", "cross_scale_pooling"]
+__all__ = ["CTL", "cross_scale_pooling", "scale_gradient"]
 
 #: Backends of the graph layers; "dense" is the old name of "auto".
 _BACKENDS = ("auto", "torch", "triton", "pyg", "dense")
 _CROSS_SCALE = ("gcn", "add")
+_PART_REDUCE = ("sum", "mean")
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward, gradient times a constant backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.factor, None
+
+
+def scale_gradient(x: Tensor, factor: float) -> Tensor:
+    r"""``x`` unchanged in the forward pass; its gradient multiplied by ``factor`` backward.
+
+    ``factor=1`` returns ``x`` itself, ``factor=0`` returns ``x.detach()`` (no
+    backward through what made ``x`` at all); otherwise a tiny autograd function
+    multiplies the incoming gradient. CTL uses it on the feature maps its part
+    branch pools (``part_grad_scale``).
+
+    Args:
+        x (Tensor): any tensor.
+        factor (float): gradient factor, :math:`\ge 0`.
+
+    Returns:
+        Tensor equal to ``x``.
+
+    Examples:
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> scale_gradient(x, 0.25).sum().backward()
+        >>> x.grad
+        tensor([0.2500, 0.2500, 0.2500])
+    """
+    if factor == 1:
+        return x
+    if factor == 0:
+        return x.detach()
+    return _ScaleGradient.apply(x, float(factor))
 
 
 def cross_scale_pooling(skeleton: Skeleton, fine: str, coarse: str) -> Tensor:
@@ -94,8 +137,12 @@ class CTL(VideoReIDModel):
         V_f^a = \mathrm{TAP}\Big(\sum_n [V_p]_{:,n} + V_g\Big), \quad
         V_f^c = \mathrm{TAP}\big([g_c([V_p]_{:,1}), \dots, g_c([V_p]_{:,N_{s_3}})] + V_g\big)
 
-    (sec. 3.5), each with a BNNeck and classifier; ``part_features`` is
-    :math:`\mathrm{TAP}(V_p)` for the diversity loss of eq. (8)
+    (sec. 3.5; with ``part_reduce="mean"``, the default, :math:`V_f^a` takes
+    the mean over the :math:`N_{s_3}` parts instead of the sum, and with
+    ``normalize_parts`` each part :math:`[V_p]_{:,n}` entering the fusion is
+    rescaled to the norm of :math:`V_g`), each with a BNNeck and classifier;
+    ``part_features`` is :math:`\mathrm{TAP}(V_p)` (eq. 7, before any
+    rescaling) for the diversity loss of eq. (8)
     (:func:`~stgraph.losses.diversity_loss`, added by
     :class:`~stgraph.losses.ReIDLoss`). The retrieval embedding is
     :math:`V_f^a` after its BNNeck (the paper's inference feature).
@@ -113,6 +160,18 @@ class CTL(VideoReIDModel):
     N_{s_3} \rceil` shared by the parts, their concatenation cut to :math:`C`
     channels (:math:`C` is rarely divisible by 5); the diversity loss is on
     TAP(:math:`V_p`) with each part L2-normalised, averaged over clips.
+
+    Departures from the paper, each one constructor argument whose paper-literal
+    value is given below (ours, found by a review of this implementation; see
+    ``docs/ctl_choices.md`` items 20-24): sharper heatmaps
+    (``heatmap_temperature=0.1``, paper 1), the mean over the parts in
+    :math:`V_f^a` (``part_reduce="mean"``, paper ``"sum"``), the gradient of
+    the part branch into the backbone scaled (``part_grad_scale``, paper 1),
+    parts rescaled to the global feature's norm (``normalize_parts``, paper
+    off) and the scaled dot product in the CS-GCLs (``scale_cross_attention``,
+    paper off). The paper-literal model is ``CTL(..., heatmap_temperature=1.0,
+    part_reduce="sum", part_grad_scale=1.0, normalize_parts=False,
+    scale_cross_attention=False)``.
 
     Args:
         num_classes (int): number of training identities.
@@ -140,8 +199,33 @@ class CTL(VideoReIDModel):
             default :math:`C / 8`.
         heatmap_sigma (float): Gaussian sigma of the heatmaps, in feature
             cells. (default: :obj:`1.0`)
-        heatmap_temperature (float): softmax temperature of the heatmaps, 1 is
-            the paper's. (default: :obj:`1.0`)
+        heatmap_temperature (float): softmax temperature :math:`\tau` of the
+            heatmaps. The paper's plain softmax (:math:`\tau = 1`) of maps with
+            values in :math:`[0, 1]` is nearly uniform over the cells, so every
+            part feature is nearly :math:`V_g` (cosine 0.999); 0.1 is HOReID's
+            factor 10 before the softmax (ours). (default: :obj:`0.1`)
+        part_reduce (str): how :math:`V_f^a` combines the :math:`N_{s_3}`
+            parts: ``"sum"`` (the paper's :math:`\sum_n`) or ``"mean"`` (ours:
+            the sum of 5 parts is several times the size of :math:`V_g` and
+            swamps it). (default: ``"mean"``)
+        part_grad_scale (float): factor on the gradient the part branch (all
+            that is computed from the pooled part features, not :math:`V_g`)
+            sends into the backbone feature maps; the forward pass is
+            unchanged (:func:`scale_gradient`). 1 is the paper's plain
+            backpropagation, 0 detaches the part branch from the backbone
+            (ours: at initialisation the part branch's backbone gradient is
+            many times the global branch's). (default: :obj:`1.0`)
+        normalize_parts (bool): rescale each part of :math:`V_p` entering the
+            fusion (both :math:`V_f^a` and :math:`V_f^c`) to the norm of the
+            frame's :math:`V_g`, :math:`[V_p]_{:,n} \, \|V_g\| / \|[V_p]_{:,n}\|`,
+            with :math:`\|V_g\|` a constant in backpropagation (so the part
+            branch sends no gradient through :math:`V_g`). Ours; the paper
+            adds :math:`V_p` as it is. (default: :obj:`False`)
+        scale_cross_attention (bool): divide :math:`\mathbf{r}_m^\top
+            \mathbf{r}_i` by :math:`\sqrt{d}` in the CS-GCL attention (eq. 5;
+            ``scale_attention`` of :class:`~stgraph.nn.DenseCrossScaleGCN`).
+            Ours; the paper's product is unscaled (:obj:`False`), which is
+            near one-hot at initialisation. (default: :obj:`True`)
         backend (str): the dense layers with ``"auto"`` (the fused Triton
             kernel of the 3D-GCLs for CUDA tensors when Triton is installed,
             batched matmuls otherwise), ``"torch"`` (batched matmuls) or
@@ -161,8 +245,10 @@ class CTL(VideoReIDModel):
           :math:`(B, N_{s_3}, C)`
 
     Raises:
-        ValueError: an unknown ``backend`` / ``cross_scale`` / scale, a
-            skeleton without two part scales, ``num_layers < 0``, or keypoints /
+        ValueError: an unknown ``backend`` / ``cross_scale`` / ``part_reduce`` /
+            scale, a skeleton without two part scales, ``num_layers < 0``, a
+            non-positive ``heatmap_temperature``, a negative
+            ``part_grad_scale``, or keypoints /
             heatmaps of the wrong shape or with NaN (the message names the
             shape expected).
     """
@@ -176,12 +262,23 @@ class CTL(VideoReIDModel):
                  use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
                  cross_scales: Sequence[str] = ("s1", "s2"), cross_scale: str = "gcn",
                  cross_embed_channels: int | None = None, heatmap_sigma: float = 1.0,
-                 heatmap_temperature: float = 1.0, backend: str = "auto") -> None:
+                 heatmap_temperature: float = 0.1, part_reduce: str = "mean",
+                 part_grad_scale: float = 1.0, normalize_parts: bool = False,
+                 scale_cross_attention: bool = True, backend: str = "auto") -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
         if cross_scale not in _CROSS_SCALE:
             raise ValueError(f"unknown cross_scale {cross_scale!r}; "
                              f"choose one of: {', '.join(_CROSS_SCALE)}")
+        if part_reduce not in _PART_REDUCE:
+            raise ValueError(f"unknown part_reduce {part_reduce!r}; "
+                             f"choose one of: {', '.join(_PART_REDUCE)}")
+        if not heatmap_temperature > 0:
+            raise ValueError(f"heatmap_temperature must be > 0, got {heatmap_temperature} "
+                             "(1 is the paper's softmax, lower sharpens)")
+        if not part_grad_scale >= 0 or part_grad_scale == float("inf"):
+            raise ValueError(f"part_grad_scale must be finite and >= 0, got {part_grad_scale} "
+                             "(1: plain backpropagation, 0: part branch detached)")
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
         if len(skeleton.scales) != 3:
@@ -206,6 +303,10 @@ class CTL(VideoReIDModel):
         self.backend = backend
         self.heatmap_sigma = float(heatmap_sigma)
         self.heatmap_temperature = float(heatmap_temperature)
+        self.part_reduce = part_reduce
+        self.part_grad_scale = float(part_grad_scale)
+        self.normalize_parts = bool(normalize_parts)
+        self.scale_cross_attention = bool(scale_cross_attention)
 
         dense = backend != "pyg"
         gcl = (functools.partial(DenseSlidingWindowGCN, backend=backend) if dense
@@ -220,8 +321,10 @@ class CTL(VideoReIDModel):
         })
         if cross_scale == "gcn":
             cs = DenseCrossScaleGCN if dense else CrossScaleGCN
-            self.cs_gcls = nn.ModuleDict({s: cs(C, C, cross_embed_channels)
-                                          for s in cross_scales})
+            self.cs_gcls = nn.ModuleDict({
+                s: cs(C, C, cross_embed_channels, scale_attention=scale_cross_attention)
+                for s in cross_scales
+            })
         else:
             self.cs_gcls = nn.ModuleDict()
             for s in cross_scales:
@@ -281,8 +384,13 @@ class CTL(VideoReIDModel):
         return self.forward_head(fmap, heatmaps)
 
     def forward_head(self, feature_maps: Tensor, heatmaps: Tensor) -> ReIDOutput:
-        """The head on backbone maps ``(B, T, C, h, w)`` and heatmaps ``(B, T, K, h, w)``."""
-        feats = self.builder(feature_maps, heatmaps)
+        """The head on backbone maps ``(B, T, C, h, w)`` and heatmaps ``(B, T, K, h, w)``.
+
+        The entry point for training the head on cached backbone maps, with
+        heatmaps from :meth:`heatmaps`.
+        """
+        # the part branch pools maps whose gradient is scaled; V_g uses the maps as they are
+        feats = self.builder(scale_gradient(feature_maps, self.part_grad_scale), heatmaps)
         x = {}
         for s, layers in self.gcls.items():
             h = feats[s]  # (B, T, N_s, C)
@@ -297,11 +405,15 @@ class CTL(VideoReIDModel):
                 cross = [torch.einsum("mi,btic->btmc", getattr(self, f"pool_{s}"), x[s])
                          for s in self.cross_scales]
             v_p = v_p + self.alpha * torch.stack(cross).sum(dim=0)  # eq. (7)
-        v_g = feats.global_feature  # (B, T, C)
+        v_g = feature_maps.mean(dim=(-2, -1))  # (B, T, C), GAP of the unscaled maps
         C = v_g.size(-1)
+        parts = v_p  # (B, T, N_s3, C), the parts entering the fusion
+        if self.normalize_parts:  # each part at the norm of V_g, a constant for backprop
+            parts = F.normalize(v_p, dim=-1) * v_g.detach().norm(dim=-1, keepdim=True)[:, :, None]
         f_g = v_g.mean(dim=1)
-        f_a = (v_p.sum(dim=2) + v_g).mean(dim=1)
-        f_c = (self.g_c(v_p).flatten(2)[..., :C] + v_g).mean(dim=1)
+        reduced = parts.sum(dim=2) if self.part_reduce == "sum" else parts.mean(dim=2)
+        f_a = (reduced + v_g).mean(dim=1)
+        f_c = (self.g_c(parts).flatten(2)[..., :C] + v_g).mean(dim=1)
         out = self._output(("global", "aggregate", "concat"), [f_g, f_a, f_c], self.necks,
                            embed=(1,))
         out["part_features"] = v_p.mean(dim=1)  # (B, N_s3, C): TAP(V_p) for eq. (8)

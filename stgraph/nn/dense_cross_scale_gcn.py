@@ -23,7 +23,7 @@ class DenseCrossScaleGCN(torch.nn.Module):
     .. math::
         \mathbf{r}_i = f\Big(\Big[\mathbf{x}_i, \sum_j h\big([\phi(\mathbf{x}_i),
         \varphi(\mathbf{x}_j - \mathbf{x}_i)]\big)\Big]\Big), \qquad
-        A_{f,c} = \mathrm{softmax}_i(\mathbf{r}_m^\top \mathbf{r}_i), \qquad
+        A_{f,c} = \mathrm{softmax}_i(\mathbf{r}_m^\top \mathbf{r}_i / \sqrt{d}), \qquad
         X'_c = \mathrm{ReLU}(A_{f,c} X_f W + b)
 
     per frame, for all clips and frames at once. The linear parts of
@@ -40,6 +40,11 @@ class DenseCrossScaleGCN(torch.nn.Module):
         embed_channels (int, optional): width :math:`d` of the embeddings;
             :obj:`None` means ``max(1, in_channels // 8)``. (default: :obj:`None`)
         bias (bool, optional): learn the bias :math:`b`. (default: :obj:`True`)
+        scale_attention (bool, optional): divide :math:`\mathbf{r}_m^\top
+            \mathbf{r}_i` by :math:`\sqrt{d}` before the softmax of eq. (5)
+            (ours: the unscaled product is near one-hot at initialisation for
+            large :math:`d`); :obj:`False` is the paper's unscaled product.
+            (default: :obj:`True`)
 
     Shapes:
         - **input:** fine :math:`(B, T, N_f, C)`, coarse :math:`(B, T, N_c, C)`
@@ -58,9 +63,9 @@ class DenseCrossScaleGCN(torch.nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, embed_channels: int | None = None,
-                 bias: bool = True) -> None:
+                 bias: bool = True, scale_attention: bool = True) -> None:
         super().__init__()
-        _init_modules(self, in_channels, out_channels, embed_channels, bias)
+        _init_modules(self, in_channels, out_channels, embed_channels, bias, scale_attention)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -87,7 +92,8 @@ class DenseCrossScaleGCN(torch.nn.Module):
         _check_dense(x_fine, x_coarse, self.in_channels)
         r_f = self.relation(x_fine, self.h_fine, self.f_fine)  # (B, T, N_f, d)
         r_c = self.relation(x_coarse, self.h_coarse, self.f_coarse)  # (B, T, N_c, d)
-        att = torch.softmax(torch.matmul(r_c, r_f.transpose(-1, -2)), dim=-1)  # (B, T, N_c, N_f)
+        logits = torch.matmul(r_c, r_f.transpose(-1, -2)) * self.attention_factor  # / sqrt(d)
+        att = torch.softmax(logits, dim=-1)  # (B, T, N_c, N_f)
         out = torch.matmul(att, self.lin(x_fine))  # eq. (6)
         if self.bias is not None:
             out = out + self.bias

@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stgraph.graph import COCO17, KeypointGraphBuilder, keypoint_heatmaps, prior_pose
 from stgraph.models import CTL, create_model, cross_scale_pooling
-from stgraph.nn import DenseCrossScaleGCN, DenseSlidingWindowGCN
+from stgraph.models.ctl import scale_gradient
+from stgraph.nn import CrossScaleGCN, DenseCrossScaleGCN, DenseSlidingWindowGCN
 
 T, H, W = 4, 64, 32  # resnet18, last stride 1: 4 x 2 feature maps
 SMALL = {"backbone": "resnet18", "num_classes": 5}
@@ -37,21 +39,37 @@ def test_registered_with_three_branches_and_aggregate_embedding():
     torch.testing.assert_close(out["embedding"], emb)
 
 
-def test_fusion_block_by_hand_without_graph_layers():
+PAPER = {"heatmap_temperature": 1.0, "part_reduce": "sum", "part_grad_scale": 1.0,
+         "normalize_parts": False, "scale_cross_attention": False}  # the paper-literal CTL
+
+
+@pytest.mark.parametrize("kwargs", [
+    PAPER,
+    {},  # our defaults: temperature 0.1, mean over the parts
+    {"part_reduce": "sum", "normalize_parts": True},
+    {"normalize_parts": True, "part_grad_scale": 0.5},
+], ids=["paper", "defaults", "sum-normalized", "mean-normalized"])
+def test_fusion_block_by_hand_without_graph_layers(kwargs):
     """With no 3D-GCL and no cross-scale term, V_p is the pooled s3 parts: check eq. 7 and
     the three fusion features of sec. 3.5 against a direct computation."""
     torch.manual_seed(0)
-    model = CTL(**SMALL, num_layers=0, cross_scales=()).eval()
+    model = CTL(**SMALL, num_layers=0, cross_scales=(), **kwargs).eval()
+    temperature = kwargs.get("heatmap_temperature", 0.1)
+    reduce = kwargs.get("part_reduce", "mean")
+    assert (model.heatmap_temperature, model.part_reduce) == (temperature, reduce)
     clips, kp = _clips(), _keypoints()
     with torch.no_grad():
         out = model(clips, keypoints=kp)
         fmap = model.forward_features(clips)
-        heat = keypoint_heatmaps(kp, (H, W), fmap.shape[-2:])
+        heat = keypoint_heatmaps(kp, (H, W), fmap.shape[-2:], temperature=temperature)
         feats = KeypointGraphBuilder()(fmap, heat)
         v_p, v_g = feats["s3"], fmap.mean(dim=(-2, -1))  # (B, T, 5, C), (B, T, C)
+        parts = v_p
+        if kwargs.get("normalize_parts", False):
+            parts = v_p / v_p.norm(dim=-1, keepdim=True) * v_g.norm(dim=-1)[..., None, None]
         f_g = v_g.mean(1)
-        f_a = (v_p.sum(2) + v_g).mean(1)
-        g = model.g_c(v_p)  # (B, T, 5, ceil(512 / 5) = 103)
+        f_a = ((parts.sum(2) if reduce == "sum" else parts.sum(2) / 5) + v_g).mean(1)
+        g = model.g_c(parts)  # (B, T, 5, ceil(512 / 5) = 103)
         assert g.shape[-1] == 103
         f_c = (torch.cat([g[:, :, n] for n in range(5)], dim=-1)[..., :512] + v_g).mean(1)
     for got, want in zip(out["features"], (f_g, f_a, f_c), strict=True):
@@ -92,6 +110,11 @@ def test_layers_follow_the_ablation_arguments():
         assert all(isinstance(layer, DenseSlidingWindowGCN) and layer.tau == 1 and
                    layer.topology.context is None for layer in layers)
     assert isinstance(model.cs_gcls["s2"], DenseCrossScaleGCN)
+    assert model.cs_gcls["s2"].scale_attention  # ours by default: r_m^T r_i / sqrt(d)
+    for backend, cls in (("auto", DenseCrossScaleGCN), ("pyg", CrossScaleGCN)):
+        paper = CTL(**SMALL, backend=backend, scale_cross_attention=False)
+        assert all(isinstance(m, cls) and not m.scale_attention and m.attention_factor == 1.0
+                   for m in paper.cs_gcls.values())
     added = CTL(**SMALL, cross_scale="add")
     assert len(added.cs_gcls) == 0
     torch.testing.assert_close(added.pool_s1, COCO17.group_matrix("s3"))
@@ -117,7 +140,7 @@ def test_missing_keypoints_use_the_prior_pose_and_heatmaps_can_be_given():
     with torch.no_grad():
         none = model(clips)["embedding"]
         prior = model(clips, keypoints=pose)["embedding"]
-        heat = keypoint_heatmaps(pose, (H, W), (4, 2))
+        heat = keypoint_heatmaps(pose, (H, W), (4, 2), temperature=model.heatmap_temperature)
         given = model(clips, heatmaps=heat)["embedding"]
     torch.testing.assert_close(none, prior)
     torch.testing.assert_close(none, given)
@@ -147,13 +170,20 @@ def test_bad_arguments_are_clear_errors():
         CTL(**SMALL, backend="sparse")
     with pytest.raises(ValueError, match="num_layers must be >= 0"):
         CTL(**SMALL, num_layers=-1)
+    with pytest.raises(ValueError, match="unknown part_reduce 'max'; choose one of: sum, mean"):
+        CTL(**SMALL, part_reduce="max")
+    with pytest.raises(ValueError, match="heatmap_temperature must be > 0, got 0"):
+        CTL(**SMALL, heatmap_temperature=0)
+    with pytest.raises(ValueError, match="part_grad_scale must be finite and >= 0, got -1"):
+        CTL(**SMALL, part_grad_scale=-1)
 
 
+@pytest.mark.parametrize("kwargs", [{}, PAPER], ids=["defaults", "paper"])
 @pytest.mark.parametrize("cross_scale", ["gcn", "add"])
-def test_dense_and_pyg_backends_agree(cross_scale):
+def test_dense_and_pyg_backends_agree(cross_scale, kwargs):
     torch.manual_seed(0)
-    dense = CTL(**SMALL, backend="dense", cross_scale=cross_scale)
-    pyg = CTL(**SMALL, backend="pyg", cross_scale=cross_scale)
+    dense = CTL(**SMALL, backend="dense", cross_scale=cross_scale, **kwargs)
+    pyg = CTL(**SMALL, backend="pyg", cross_scale=cross_scale, **kwargs)
     assert list(dense.state_dict()) == list(pyg.state_dict())
     with torch.no_grad():  # non-zero A^m so that the mask term is exercised
         for layers in dense.gcls.values():
@@ -178,3 +208,126 @@ def test_clip_order_equivariance():
         torch.testing.assert_close(model(clips, keypoints=kp)["embedding"][perm],
                                    model(clips[perm], keypoints=kp[perm])["embedding"],
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_forward_is_the_head_on_cached_maps_and_heatmaps():
+    """A head can be trained from cached backbone maps: forward = forward_head(maps, heatmaps)."""
+    torch.manual_seed(0)
+    model = CTL(**SMALL).eval()
+    clips, kp = _clips(), _keypoints()
+    with torch.no_grad():
+        out = model(clips, keypoints=kp)
+        cached = model.forward_features(clips)  # (B, T, C, h, w)
+        heat = model.heatmaps(kp, 2, T, (H, W), tuple(cached.shape[-2:]), cached.device,
+                              cached.dtype)
+        again = model.forward_head(cached, heat)
+    for a, b in zip(out["features"], again["features"], strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(out["part_features"], again["part_features"])
+
+
+def _part_cosines(temperature):
+    """Cosines between s1 part features of prior-pose keypoints in different cells of a
+    16 x 8 map (256 x 128 frames) on non-negative random maps, as backbone maps are."""
+    pose = torch.from_numpy(prior_pose(256, 128))  # (17, 3), scores 1
+    cell = (pose[:, 1] // 16).long() * 8 + (pose[:, 0] // 16).long()
+    different = cell[:, None] != cell[None, :]  # (17, 17)
+    assert int(different.sum()) > 17 * 16 / 2
+    model = CTL(**SMALL, heatmap_temperature=temperature)
+    heat = model.heatmaps(pose.expand(2, 2, 17, 3), 2, 2, (256, 128), (16, 8),
+                          torch.device("cpu"), torch.float32)
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 2, 256, 16, 8, generator=g).relu()
+    s1 = F.normalize(model.builder(maps, heat)["s1"], dim=-1)  # (B, T, 17, C)
+    return (s1 @ s1.transpose(-1, -2))[..., different]  # (B, T, pairs)
+
+
+def test_default_heatmaps_give_distinct_part_features():
+    """Review finding: at the paper's temperature 1, scores x Gaussians in [0, 1] give a
+    nearly uniform softmax, and all part features are ~ the global one."""
+    assert CTL(**SMALL).heatmap_temperature == 0.1
+    sharp = _part_cosines(0.1)  # the default
+    assert bool((sharp < 0.9).all()) and sharp.mean() < 0.6
+    paper = _part_cosines(1.0)  # the defect, documented
+    assert bool((paper > 0.99).all())
+
+
+def test_scale_gradient():
+    x = torch.arange(3.0, requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert torch.equal(y, x)
+    (y * torch.tensor([1.0, 2.0, 4.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.25, 0.5, 1.0]))
+    assert scale_gradient(x, 1.0) is x and not scale_gradient(x, 0).requires_grad
+
+
+def test_part_grad_scale_scales_only_the_part_branch_gradient():
+    """The gradient into the backbone maps from the part branch scales exactly by
+    part_grad_scale; the global branch's does not; the forward pass is unchanged."""
+    torch.manual_seed(0)
+    models = {s: CTL(**SMALL, part_grad_scale=s).double() for s in (1.0, 0.25, 0.0)}
+    for m in models.values():
+        m.load_state_dict(models[1.0].state_dict())
+    g = torch.Generator().manual_seed(2)
+    maps = torch.randn(2, T, 512, 4, 2, generator=g, dtype=torch.float64).relu()
+    heat = models[1.0].heatmaps(_keypoints().double(), 2, T, (H, W), (4, 2),
+                                maps.device, maps.dtype)
+
+    def grads(s, loss):
+        x = maps.clone().requires_grad_()
+        out = models[s].forward_head(x, heat)  # train mode: same batch statistics for all
+        loss(out).backward()
+        return out, x.grad
+
+    def parts(out):
+        return out["part_features"].square().sum()
+
+    def aggregate(out):
+        return out["features"][1].square().sum()
+
+    def global_(out):
+        return out["features"][0].square().sum()
+
+    out1, g1 = grads(1.0, parts)
+    out_q, g_q = grads(0.25, parts)
+    for a, b in zip(out1["features"], out_q["features"], strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(out1["part_features"], out_q["part_features"])
+    assert g1.abs().sum() > 0 and torch.equal(g_q, 0.25 * g1)
+    assert grads(0.0, parts)[1] is None  # 0 detaches the part path from the backbone
+    assert torch.equal(grads(0.25, global_)[1], grads(1.0, global_)[1])
+    # V_f^a mixes both: its gradient is global + s * part, linear in s
+    a1, a_q, a0 = (grads(s, aggregate)[1] for s in (1.0, 0.25, 0.0))
+    torch.testing.assert_close(a1 - a_q, 0.75 * (a1 - a0), atol=1e-12, rtol=1e-10)
+    assert (a1 - a0).abs().max() > 1e-6
+
+
+def test_part_reduce_mean_is_the_sum_over_the_parts():
+    torch.manual_seed(0)
+    summed = CTL(**SMALL, part_reduce="sum").eval()
+    mean = CTL(**SMALL, part_reduce="mean").eval()
+    mean.load_state_dict(summed.state_dict())
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(2, T, 512, 4, 2, generator=g).relu()
+    heat = summed.heatmaps(None, 2, T, (H, W), (4, 2), maps.device, maps.dtype)
+    with torch.no_grad():
+        a, b = summed.forward_head(maps, heat), mean.forward_head(maps, heat)
+    v_g = maps.mean(dim=(-2, -1)).mean(dim=1)  # TAP(V_g)
+    torch.testing.assert_close(b["features"][1] - v_g, (a["features"][1] - v_g) / 5,
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["features"][2], b["features"][2])  # concat branch unchanged
+
+
+def test_normalize_parts_sends_no_gradient_through_the_global_norm():
+    """With the part path detached (part_grad_scale=0) and parts rescaled to ||V_g||, the only
+    gradient of V_f^a into the maps is that of TAP(GAP(maps)): c / (T h w) in every cell."""
+    torch.manual_seed(0)
+    model = CTL(**SMALL, normalize_parts=True, part_grad_scale=0.0).double()
+    g = torch.Generator().manual_seed(4)
+    maps = torch.randn(2, T, 512, 4, 2, generator=g, dtype=torch.float64).relu()
+    maps.requires_grad_()
+    c = torch.randn(2, 512, generator=g, dtype=torch.float64)
+    heat = model.heatmaps(None, 2, T, (H, W), (4, 2), maps.device, maps.dtype)
+    (model.forward_head(maps, heat)["features"][1] * c).sum().backward()
+    want = (c / (T * 4 * 2))[:, None, :, None, None].expand_as(maps)
+    torch.testing.assert_close(maps.grad, want, atol=1e-12, rtol=1e-10)
