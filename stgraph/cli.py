@@ -1,4 +1,4 @@
-"""Command line: ``stgraph train`` and ``stgraph evaluate``.
+"""Command line: ``stgraph train``, ``evaluate``, ``plot`` and ``cache``.
 
 Examples::
 
@@ -78,11 +78,56 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tau", type=int, default=None, help="CTL 3D-GCL window (default 3)")
     t.add_argument("--alpha", type=float, default=None,
                    help="CTL cross-scale weight, eq. 7 (default 0.3)")
+    t.add_argument("--heatmap-temperature", type=float, default=None,
+                   help="CTL heatmap softmax temperature (default 0.1; 1 is the paper's)")
+    t.add_argument("--heatmap-sigma", type=float, default=None,
+                   help="CTL heatmap Gaussian sigma in feature cells (default 1)")
+    t.add_argument("--part-reduce", choices=["sum", "mean"], default=None,
+                   help="CTL: parts summed (the paper) or averaged in V_f^a (default mean)")
+    t.add_argument("--part-grad-scale", type=float, default=None,
+                   help="CTL: factor on the part branch's gradient into the backbone "
+                        "(0 detaches it; default 1)")
+    t.add_argument("--normalize-parts", action=argparse.BooleanOptionalAction, default=None,
+                   help="CTL: parts rescaled to the global feature's norm in the fusion")
+    t.add_argument("--scale-cross-attention", action=argparse.BooleanOptionalAction,
+                   default=None, help="CTL: 1/sqrt(d) in the cross-scale attention "
+                                      "(default on; off is the paper's)")
     t.add_argument("--diversity-weight", type=float, default=1.0,
                    help="weight of CTL's diversity loss, eq. 9")
+    t.add_argument("--backbone-lr-mult", type=float, default=None,
+                   help="learning-rate multiplier of the backbone (default 0.1 with "
+                        "--pretrained, else 1)")
+    t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    t.add_argument("--pad", type=int, default=10,
+                   help="zero padding in pixels before the random crop (0: no crop)")
+    t.add_argument("--erasing", type=float, default=0.5,
+                   help="random erasing probability (0: off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--output", required=True, help="folder for metrics.json and checkpoint.pth")
     _add_eval_args(t)
+
+    t.add_argument("--feature-cache", metavar="DIR",
+                   help="train the head only, on the backbone maps cached in DIR by "
+                        "'stgraph cache' (the frozen protocol); the cache must have been made "
+                        "with this run's dataset, --backbone, --pretrained, --last-stride, "
+                        "--height and --width")
+
+    c = sub.add_parser("cache", help="run a frozen backbone once over every frame (and its "
+                                     "mirror image) and store the maps for 'train "
+                                     "--feature-cache'")
+    _add_data_args(c, required=True)
+    c.add_argument("--backbone", default="efficientnet_lite0", choices=list_backbones())
+    c.add_argument("--pretrained", default="imagenet",
+                   help="'imagenet' or the local path of an ImageNet state dict")
+    c.add_argument("--last-stride", type=int, default=1)
+    c.add_argument("--height", type=int, default=256, help="input height in pixels")
+    c.add_argument("--width", type=int, default=128, help="input width in pixels")
+    c.add_argument("--out", required=True, help="cache folder")
+    c.add_argument("--batch", type=int, default=32, help="frames per backbone call")
+    c.add_argument("--workers", type=int, default=1, help="frame reader processes")
+    c.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    c.add_argument("--overwrite", action="store_true", help="replace a cache in --out")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint written by 'stgraph train'")
     e.add_argument("--checkpoint", required=True)
@@ -154,7 +199,10 @@ def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
         "backbone": args.backbone, "last_stride": args.last_stride,
         "pretrained": args.pretrained, "seq_len": args.seq_len,
         "num_patches": args.num_patches, "num_layers": args.num_layers, "tau": args.tau,
-        "alpha": args.alpha,
+        "alpha": args.alpha, "heatmap_temperature": args.heatmap_temperature,
+        "heatmap_sigma": args.heatmap_sigma, "part_reduce": args.part_reduce,
+        "part_grad_scale": args.part_grad_scale, "normalize_parts": args.normalize_parts,
+        "scale_cross_attention": args.scale_cross_attention,
     }
     params = inspect.signature(get_model_class(name)).parameters
     return {k: v for k, v in candidates.items() if k in params and v is not None}
@@ -199,31 +247,58 @@ def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     progress = not args.no_progress
     data_cfg = _dataset_config(args)
-    # validates root / split file before anything is written
-    dataset = _load_dataset(data_cfg, args.protocol)
-    if progress:
-        print(dataset.summary())
     out_dir = Path(args.output)
+    cache = None
+    if args.feature_cache:
+        from stgraph.cache import FeatureCache, cache_settings
+
+        cache = FeatureCache(args.feature_cache)
+        cache.check(cache_settings(data_cfg, args.backbone, args.pretrained, args.last_stride,
+                                   args.height, args.width))
+        num_classes = cache.num_train_pids
+        if progress:
+            print(f"training the head on {cache}")
+    else:
+        # validates root / split file before anything is written
+        dataset = _load_dataset(data_cfg, args.protocol)
+        num_classes = dataset.num_train_pids
+        if progress:
+            print(dataset.summary())
     torch.manual_seed(args.seed)
     model_kwargs = _model_kwargs(args.model, args)
-    model = create_model(args.model, num_classes=dataset.num_train_pids, **model_kwargs).to(device)
+    model = create_model(args.model, num_classes=num_classes, **model_kwargs).to(device)
     num_params = sum(p.numel() for p in model.parameters())
     keypoints = takes_keypoints(model)
-    if keypoints and dataset.frame_keypoints(dataset.train[0].frames[0]) is None:
+    if cache is None and keypoints and dataset.frame_keypoints(
+            dataset.train[0].frames[0]) is None:
         print(f"stgraph: warning: {args.model} takes keypoints but {data_cfg['name']} has none "
               "(pass --keypoints FILE); every frame uses the prior pose", file=sys.stderr)
-    loader = make_train_loader(dataset, args.seq_len, args.height, args.width, args.batch_ids,
-                               args.batch_instances, seed=args.seed, workers=args.workers,
-                               keypoints=keypoints)
-    criterion = ReIDLoss(dataset.num_train_pids, diversity_weight=args.diversity_weight)
-    optimizer = build_optimizer(model, args.lr, args.weight_decay)
+    if cache is not None:
+        from stgraph.cache import FeatureMapHead, evaluate_cached, make_cached_train_loader
+
+        net = FeatureMapHead(model, cache.image_size)
+        loader = make_cached_train_loader(cache, args.seq_len, args.batch_ids,
+                                          args.batch_instances, seed=args.seed,
+                                          workers=args.workers, keypoints=keypoints,
+                                          flip=not args.no_flip)
+    else:
+        net = model
+        loader = make_train_loader(dataset, args.seq_len, args.height, args.width,
+                                   args.batch_ids, args.batch_instances, seed=args.seed,
+                                   workers=args.workers, keypoints=keypoints,
+                                   flip=not args.no_flip, pad=args.pad, erasing=args.erasing)
+    criterion = ReIDLoss(num_classes, diversity_weight=args.diversity_weight)
+    lr_mult = args.backbone_lr_mult
+    if lr_mult is None:
+        lr_mult = 0.1 if args.pretrained else 1.0
+    optimizer = build_optimizer(net, args.lr, args.weight_decay, backbone_lr_mult=lr_mult)
     steps = len(loader) * args.epochs
     scheduler = warmup_cosine(optimizer, steps, int(args.warmup_epochs * len(loader)))
     history = []
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         te = time.perf_counter()
-        stats = train_one_epoch(model, loader, criterion, optimizer, epoch, device=device,
+        stats = train_one_epoch(net, loader, criterion, optimizer, epoch, device=device,
                                 scheduler=scheduler, progress=progress)
         stats["seconds"] = time.perf_counter() - te
         history.append(stats)
@@ -233,12 +308,16 @@ def _train(args: argparse.Namespace) -> int:
               f"acc {100 * stats['acc']:.1f}%  {stats['seconds']:.1f}s", flush=True)
     train_seconds = time.perf_counter() - t0
     te = time.perf_counter()
-    metrics = evaluate(model, dataset, args.seq_len, args.height, args.width,
-                       batch_size=args.test_batch, device=device, metric=args.metric,
+    eval_kwargs = dict(batch_size=args.test_batch, device=device, metric=args.metric,
                        pool=args.pool, workers=args.workers, progress=progress,
                        protocol=args.protocol, rerank=args.rerank)
+    if cache is not None:
+        metrics = evaluate_cached(net, cache, args.seq_len, **eval_kwargs)
+    else:
+        metrics = evaluate(model, dataset, args.seq_len, args.height, args.width, **eval_kwargs)
     metrics.update(
         model=args.model, dataset=data_cfg["name"], parameters=num_params,
+        trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
         train_seconds=round(train_seconds, 1),
         seconds_per_epoch=round(train_seconds / max(1, args.epochs), 2),
         eval_seconds=round(time.perf_counter() - te, 1),
@@ -248,7 +327,7 @@ def _train(args: argparse.Namespace) -> int:
     config = {
         "model": args.model, "model_kwargs": {k: v for k, v in model_kwargs.items()
                                               if k != "pretrained"},
-        "num_classes": dataset.num_train_pids, "dataset": data_cfg,
+        "num_classes": num_classes, "dataset": data_cfg,
         "seq_len": args.seq_len, "height": args.height, "width": args.width,
         "args": {k: v for k, v in vars(args).items()},
     }
@@ -379,9 +458,32 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from stgraph.cache import build_feature_cache, cache_settings
+    from stgraph.models.backbones import build_backbone
+
+    data_cfg = _dataset_config(args)
+    dataset = _load_dataset(data_cfg)
+    if not args.no_progress:
+        print(dataset.summary())
+    settings = cache_settings(data_cfg, args.backbone, args.pretrained, args.last_stride,
+                              args.height, args.width)
+    backbone = build_backbone(args.backbone, last_stride=args.last_stride,
+                              pretrained=args.pretrained)
+    cache = build_feature_cache(dataset, backbone, args.out, settings, batch_size=args.batch,
+                                workers=args.workers, device=_device(args.device),
+                                progress=not args.no_progress, overwrite=args.overwrite)
+    size = os.path.getsize(Path(args.out) / "maps.npy") / 2**30
+    print(f"wrote {cache}: {cache.shape[1]} frames x 2 flips, {size:.2f} GiB, "
+          f"{cache.seconds:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "cache":
+            return _cache(args)
         if args.command == "train":
             return _train(args)
         if args.command == "plot":

@@ -18,6 +18,7 @@ __all__ = [
     "evaluate",
     "make_train_loader",
     "model_inputs",
+    "rank_features",
     "takes_keypoints",
     "train_one_epoch",
     "warmup_cosine",
@@ -195,14 +196,26 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
     args = (seq_len, height, width, batch_size, device, pool, workers, progress)
     qf = _features(model, dataset, dataset.query, *args, desc="query")
     gf = _features(model, dataset, dataset.gallery, *args, desc="gallery")
+    return rank_features(qf, gf, dataset.query, dataset.gallery, metric=metric, ranks=ranks,
+                         protocol=protocol, rerank=rerank, return_distances=return_distances)
+
+
+def rank_features(qf, gf, query, gallery, metric: str = "euclidean",
+                  ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
+                  rerank: bool = False, return_distances: bool = False):
+    """CMC and mAP of query features ``qf (Q, D)`` against gallery features ``gf (G, D)``.
+
+    ``query`` and ``gallery`` are the tracklets (anything with ``pid`` and ``camid``) in
+    the rows' order; the other arguments and the result are those of :func:`evaluate`.
+    """
     if rerank:
         distmat = re_ranking(qf, gf, metric=metric)
     else:
         distmat = compute_distance_matrix(qf, gf, metric=metric)
-    q_pids = [t.pid for t in dataset.query]
-    g_pids = [t.pid for t in dataset.gallery]
-    q_cams = [t.camid for t in dataset.query]
-    g_cams = [t.camid for t in dataset.gallery]
+    q_pids = [t.pid for t in query]
+    g_pids = [t.pid for t in gallery]
+    q_cams = [t.camid for t in query]
+    g_cams = [t.camid for t in gallery]
     result = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50,
                            protocol=protocol)
     cmc = result["cmc"]
@@ -210,8 +223,8 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
     metrics.update(
         mAP=float(result["mAP"]),
         cmc=[float(v) for v in cmc],
-        num_query=len(dataset.query),
-        num_gallery=len(dataset.gallery),
+        num_query=len(query),
+        num_gallery=len(gallery),
         num_valid_queries=int(result["num_valid_queries"]),
         protocol=protocol,
         rerank=bool(rerank),

@@ -116,3 +116,17 @@ def test_eval_speed_quick(tmp_path):
         r = res["protocols"][protocol]
         assert math.isfinite(r["speedup"]) and r["speedup"] > 0
         assert r["same_results"]["identical"]  # the vectorised CMC/mAP == the reference loop
+
+
+def test_cache_quick(tmp_path, capsys):
+    out = tmp_path / "cache.json"
+    res = _load("cache").main(["--quick", "--models", "tp", "stgcn", "--threads", "1",
+                               "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["build"]["frames"] == res["build"]["frames"] > 0
+    assert [e["model"] for e in saved["epochs"]] == ["tp", "stgcn"]
+    for e in res["epochs"]:
+        assert e["seconds"] > 0 and e["batches"] > 0 and e["peak_rss_mb"] > 0
+    # the frozen backbone trains nothing: TP's head is its BNNeck
+    assert res["epochs"][0]["head_parameters"] < res["epochs"][1]["head_parameters"]
+    assert "s/epoch" in capsys.readouterr().out

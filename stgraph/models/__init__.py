@@ -1,7 +1,7 @@
 """Models composed from stgraph's layers, behind one registry."""
 
 from stgraph.models.base import VideoReIDModel
-from stgraph.models.ctl import CTL, cross_scale_pooling
+from stgraph.models.ctl import CTL, cross_scale_pooling, scale_gradient
 from stgraph.models.graphs import GRAPH_LAYERS, record_graphs
 from stgraph.models.registry import create_model, get_model_class, list_models, register_model
 from stgraph.models.stgcn import STGCN, STGCNBranch
@@ -23,4 +23,5 @@ __all__ = [
     "list_models",
     "record_graphs",
     "register_model",
+    "scale_gradient",
 ]

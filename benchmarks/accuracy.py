@@ -1,0 +1,211 @@
+"""What each model adds on real data: every registered model under stgraph's two protocols.
+
+DESIGN.md, "How stgraph compares models on real data". Single runs of 100 queries cannot
+separate models (one query is one point of rank-1), so:
+
+* **frozen**: the ImageNet EfficientNet-Lite0 backbone (last stride 1, 256 x 128, 16 x 8
+  maps) is run once per frame and per flip into a feature-map cache (``stgraph cache``);
+  each model's head trains from it (``stgraph train --feature-cache``) with several seeds;
+  the table gives the mean and standard deviation over seeds of rank-1, rank-5 and mAP.
+* **finetune**: the same backbone trained end to end with the recipe (flip, pad + crop,
+  random erasing, backbone lr x 0.1), one seed, at ``--ft-height x --ft-width``.
+
+Every run is one ``stgraph train`` command (printed, and kept in the JSON), written to
+``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
+run again, so the script can be stopped and resumed, and a row can be added later.
+
+Models are registry names (``tp``, ``tp_mlp``, ``stgcn``, ``ctl``, ...) or variants
+``LABEL=NAME:FLAGS`` with extra ``stgraph train`` flags, e.g.
+``"ctl-paper=ctl:--heatmap-temperature 1 --part-reduce sum --no-scale-cross-attention"``.
+
+Usage (from the repository root)::
+
+    stgraph cache --dataset prid2011 --root ../shared/data/cuhk03-pair1 \\
+        --split-file ../shared/data/cuhk03-pair1/splits.json --split-id 0 \\
+        --keypoints ../shared/data/cuhk03-pair1/keypoints.json --out CACHE
+    python benchmarks/accuracy.py --protocol frozen --cache CACHE
+    python benchmarks/accuracy.py --protocol finetune --models tp stgcn
+    python benchmarks/accuracy.py --quick   # synthetic data, tiny sizes, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timer import machine, save_results  # noqa: E402
+
+from stgraph.cli import main as stgraph  # noqa: E402
+from stgraph.models import list_models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CUHK03 = ROOT.parent / "shared" / "data" / "cuhk03-pair1"
+
+
+def parse_model(spec: str) -> tuple[str, str, list[str]]:
+    """``"NAME"`` or ``"LABEL=NAME:FLAGS"`` -> ``(label, registry name, extra flags)``.
+
+    Raises:
+        ValueError: an unknown registry name.
+    """
+    label, _, rest = spec.partition("=")
+    if not rest:
+        label, rest = spec, spec
+    name, _, flags = rest.partition(":")
+    if name not in list_models():
+        raise ValueError(f"unknown model {name!r} in {spec!r}; choose one of: "
+                         f"{', '.join(list_models())}")
+    return label, name, shlex.split(flags)
+
+
+def data_args(args) -> list[str]:
+    if args.quick:
+        return ["--dataset", "synthetic"]
+    root = Path(args.root).resolve()
+    out = ["--dataset", "prid2011", "--root", str(root), "--split-id", str(args.split_id),
+           "--split-file", str(Path(args.split_file).resolve() if args.split_file
+                               else root / "splits.json")]
+    if args.keypoints or (root / "keypoints.json").is_file():
+        out += ["--keypoints", str(Path(args.keypoints or root / "keypoints.json").resolve())]
+    return out
+
+
+def run_one(cmd: list[str], out: Path, log: list[dict]) -> dict:
+    """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics."""
+    metrics_file = out / "metrics.json"
+    entry = {"command": "stgraph " + shlex.join(cmd), "output": str(out)}
+    if not metrics_file.is_file():
+        t0 = time.perf_counter()
+        print(f"$ {entry['command']}", flush=True)
+        rc = stgraph(cmd)
+        if rc != 0:
+            raise SystemExit(f"run failed ({rc}): {entry['command']}")
+        entry["wall_s"] = time.perf_counter() - t0
+    else:
+        entry["reused"] = True
+    metrics = json.loads(metrics_file.read_text())
+    entry.update({k: metrics[k] for k in ("rank1", "rank5", "mAP")})
+    log.append(entry)
+    return metrics
+
+
+def summarise(label: str, runs: list[dict]) -> dict:
+    def ms(key):
+        vals = [100 * r[key] for r in runs]
+        return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    row = {"model": label, "seeds": len(runs)}
+    for key in ("rank1", "rank5", "mAP"):
+        row[key], row[f"{key}_std"] = ms(key)
+    row["trainable_parameters"] = runs[0].get("trainable_parameters", runs[0]["parameters"])
+    row["parameters"] = runs[0]["parameters"]
+    row["seconds_per_epoch"] = statistics.fmean(r["seconds_per_epoch"] for r in runs)
+    row["per_seed"] = [{k: r[k] for k in ("rank1", "rank5", "mAP")} for r in runs]
+    return row
+
+
+def table(title: str, rows: list[dict]) -> str:
+    lines = [f"### {title}", "",
+             "| model | seeds | rank-1 | rank-5 | mAP | trainable params | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['seeds']} | {r['rank1']:.1f} ± {r['rank1_std']:.1f} | "
+            f"{r['rank5']:.1f} ± {r['rank5_std']:.1f} | {r['mAP']:.1f} ± {r['mAP_std']:.1f} | "
+            f"{r['trainable_parameters'] / 1e6:.2f} M | {r['seconds_per_epoch']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--protocol", choices=["frozen", "finetune", "both"], default="frozen")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="registry names or LABEL=NAME:FLAGS (default: every registered model)")
+    p.add_argument("--root", default=str(CUHK03), help="PRID-2011-layout dataset root")
+    p.add_argument("--split-file", help="split json (default ROOT/splits.json)")
+    p.add_argument("--split-id", type=int, default=0)
+    p.add_argument("--keypoints", help="COCO keypoint file (default ROOT/keypoints.json if any)")
+    p.add_argument("--cache", help="feature cache of the dataset (frozen protocol)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--epochs", type=int, default=20, help="frozen protocol epochs")
+    p.add_argument("--seq-len", type=int, default=4)
+    p.add_argument("--batch-ids", type=int, default=16)
+    p.add_argument("--batch-instances", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3.5e-4)
+    p.add_argument("--ft-epochs", type=int, default=10, help="fine-tune protocol epochs")
+    p.add_argument("--ft-height", type=int, default=128)
+    p.add_argument("--ft-width", type=int, default=64)
+    p.add_argument("--ft-seed", type=int, default=0)
+    p.add_argument("--runs", default=str(ROOT / "runs" / "accuracy"))
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="synthetic data, tiny sizes")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
+    args = p.parse_args(argv)
+    models = [parse_model(m) for m in (args.models or list_models())]
+    common = ["--seq-len", str(args.seq_len), "--batch-ids", str(args.batch_ids),
+              "--batch-instances", str(args.batch_instances), "--lr", str(args.lr),
+              "--workers", str(args.workers), "--no-progress",
+              "--backbone", "efficientnet_lite0", "--pretrained", "imagenet"]
+    height, width = 256, 128
+    tmp = None
+    if args.quick:
+        height, width = 64, 32
+        args.seeds, args.epochs, args.ft_epochs = args.seeds[:2], 1, 1
+        args.ft_height, args.ft_width = 64, 32
+        common = [c if c != str(args.batch_ids) else "8" for c in common]
+        tmp = tempfile.TemporaryDirectory()
+        args.runs = tmp.name
+    runs = Path(args.runs)
+    results = {"machine": machine(), "dataset": data_args(args), "frozen": [], "finetune": [],
+               "commands": []}
+    if args.protocol in ("frozen", "both"):
+        cache = args.cache
+        if cache is None:
+            cache = str(runs / "cache")
+            if not (Path(cache) / "manifest.json").is_file():
+                cmd = ["cache", *data_args(args), "--height", str(height), "--width",
+                       str(width), "--out", cache, "--no-progress"]
+                print(f"$ stgraph {shlex.join(cmd)}", flush=True)
+                if stgraph(cmd) != 0:
+                    raise SystemExit("building the feature cache failed")
+        for label, name, flags in models:
+            per_seed = []
+            for seed in args.seeds:
+                out = runs / "frozen" / label / f"seed{seed}"
+                cmd = ["train", "--model", name, *data_args(args), *common, *flags,
+                       "--height", str(height), "--width", str(width),
+                       "--epochs", str(args.epochs), "--seed", str(seed),
+                       "--feature-cache", cache, "--output", str(out)]
+                per_seed.append(run_one(cmd, out, results["commands"]))
+            results["frozen"].append(summarise(label, per_seed))
+    if args.protocol in ("finetune", "both"):
+        for label, name, flags in models:
+            out = runs / "finetune" / label / f"seed{args.ft_seed}"
+            cmd = ["train", "--model", name, *data_args(args), *common, *flags,
+                   "--height", str(args.ft_height), "--width", str(args.ft_width),
+                   "--epochs", str(args.ft_epochs), "--seed", str(args.ft_seed),
+                   "--output", str(out)]
+            results["finetune"].append(summarise(label, [run_one(cmd, out,
+                                                                 results["commands"])]))
+    if results["frozen"]:
+        print(table(f"Frozen protocol: Lite0 ImageNet, {height} x {width}, {args.epochs} "
+                    f"epochs, seeds {args.seeds}", results["frozen"]))
+    if results["finetune"]:
+        print(table(f"Fine-tune protocol: Lite0 ImageNet, {args.ft_height} x {args.ft_width}, "
+                    f"{args.ft_epochs} epochs, seed {args.ft_seed}", results["finetune"]))
+    save_results(Path(args.out), results)
+    print(f"wrote {args.out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Tests of the frozen protocol: the feature-map cache, its clip datasets and head training."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from stgraph.cache import (
+    CachedTestClips,
+    CachedTrainClips,
+    FeatureCache,
+    FeatureMapHead,
+    build_feature_cache,
+    cache_settings,
+    evaluate_cached,
+)
+from stgraph.cli import main
+from stgraph.data import SyntheticReID, load_clip_with_keypoints
+from stgraph.engine import evaluate
+from stgraph.graph import flip_keypoints
+from stgraph.models import create_model
+from stgraph.models.backbones import build_backbone
+
+H, W = 64, 32
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticReID(num_train_ids=6, num_test_ids=4, min_frames=2, max_frames=5,
+                         image_size=(H, W), seed=3)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return build_backbone("resnet18")
+
+
+@pytest.fixture(scope="module")
+def cache(data, backbone, tmp_path_factory):
+    settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, H, W)
+    out = tmp_path_factory.mktemp("cache")
+    return build_feature_cache(data, backbone, out, settings, batch_size=5, progress=False)
+
+
+def test_maps_are_the_backbones_on_each_frame_and_its_mirror(data, cache, backbone):
+    backbone.eval()
+    t = data.gallery[1]
+    rows = cache.gallery[1].rows
+    assert len(rows) == len(t.frames)
+    clip, kp = load_clip_with_keypoints(data, list(t.frames), H, W)
+    with torch.no_grad():
+        plain, mirrored = backbone(clip), backbone(clip.flip(-1))
+    maps, keypoints = cache.read(rows)
+    torch.testing.assert_close(maps, plain.half().float(), atol=0, rtol=0)  # float16 storage
+    torch.testing.assert_close(keypoints, kp)
+    maps, keypoints = cache.read(rows, flip=True)
+    torch.testing.assert_close(maps, mirrored.half().float(), atol=0, rtol=0)
+    torch.testing.assert_close(keypoints, flip_keypoints(kp, W))
+    assert cache.shape == (2, cache.shape[1], 512, 4, 2) and cache.maps.dtype == np.float16
+    assert isinstance(cache.maps, np.memmap)  # inspection view, not loaded whole
+    with pytest.raises(IndexError, match="out of range"):
+        cache.read([cache.shape[1]])
+    assert [t.pid for t in cache.query] == [t.pid for t in data.query]
+    assert [t.camid for t in cache.gallery] == [t.camid for t in data.gallery]
+    assert cache.num_train_pids == data.num_train_pids
+
+
+def test_a_cache_is_not_copied_into_workers(cache):
+    clips = CachedTrainClips(cache, 4)
+    _ = clips[0]  # opens the file
+    maps_bytes = (cache.root / "maps.npy").stat().st_size
+    assert len(pickle.dumps(clips)) < maps_bytes / 10  # the manifest and keypoints only
+    again = pickle.loads(pickle.dumps(clips))
+    assert again.cache._fd is None and torch.equal(again[0]["clip"], clips[0]["clip"])
+
+
+def test_settings_that_differ_are_named(cache, tmp_path):
+    ok = cache_settings({"name": "synthetic"}, "resnet18", None, 1, H, W)
+    cache.check(ok)
+    bad = cache_settings({"name": "prid2011", "root": "data"}, "resnet18", "imagenet", 1, 128, W)
+    with pytest.raises(ValueError) as err:
+        cache.check(bad)
+    msg = str(err.value)
+    assert "height: cache 64, run 128" in msg and "pretrained: cache None, run 'imagenet'" in msg
+    assert "dataset.name: cache 'synthetic', run 'prid2011'" in msg
+    assert str(tmp_path.parent.parent) not in "" and "dataset.root: cache None, run '/" in msg
+
+
+def test_unfinished_or_existing_caches(data, cache, backbone, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a feature cache"):
+        FeatureCache(tmp_path)
+    settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, H, W)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build_feature_cache(data, backbone, cache.root, settings, progress=False)
+    manifest = json.loads((cache.root / "manifest.json").read_text())
+    manifest["version"] = 0
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="format version 0"):
+        FeatureCache(tmp_path)
+
+
+def test_train_clips_sample_restricted_random_and_flip(cache):
+    clips = CachedTrainClips(cache, 3, seed=1, keypoints=True)
+    a, b = clips[2], clips[2]
+    assert torch.equal(a["clip"], b["clip"]) and a["pid"] == cache.train[2].pid
+    flips = set()
+    for epoch in range(12):
+        clips.set_epoch(epoch)
+        item = clips[2]
+        rows = cache.train[2].rows
+        # which frames and which plane: the clip is one of the cached rows of its tracklet
+        plain = [cache.read([r])[0][0] for r in rows]
+        mirrored = [cache.read([r], flip=True)[0][0] for r in rows]
+        f0 = item["clip"][0]
+        if any(torch.equal(f0, m) for m in mirrored) and not any(torch.equal(f0, p)
+                                                                 for p in plain):
+            flips.add(True)
+        else:
+            assert any(torch.equal(f0, p) for p in plain)
+            flips.add(False)
+    assert flips == {True, False}  # both planes are used over epochs
+    assert item["keypoints"].shape == (3, 17, 3)
+    off = CachedTrainClips(cache, 3, seed=1, flip=False)
+    for epoch in range(6):
+        off.set_epoch(epoch)
+        f0 = off[2]["clip"][0]
+        assert any(torch.equal(f0, cache.read([r])[0][0]) for r in cache.train[2].rows)
+
+
+@pytest.mark.parametrize("name", ["stgcn", "ctl"])
+def test_head_on_cached_maps_equals_the_model_on_frames(data, cache, backbone, name):
+    torch.manual_seed(0)
+    kwargs = {"seq_len": 2} if name == "stgcn" else {}
+    model = create_model(name, num_classes=data.num_train_pids, backbone="resnet18",
+                         **kwargs).eval()
+    model.backbone.load_state_dict(backbone.state_dict())
+    head = FeatureMapHead(model, cache.image_size).eval()
+    t = data.query[0]
+    keys = list(t.frames[:2])
+    clip, kp = load_clip_with_keypoints(data, keys, H, W)
+    maps, cached_kp = cache.read(cache.query[0].rows[:2])
+    with torch.no_grad():
+        kwargs = {"keypoints": kp[None]} if name == "ctl" else {}
+        want = model(clip[None], **kwargs)["embedding"]
+        got = head(maps[None], **({"keypoints": cached_kp[None]} if name == "ctl" else {}))
+    torch.testing.assert_close(got["embedding"], want, atol=5e-2, rtol=1e-2)  # float16 maps
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    with pytest.raises(ValueError, match=r"\(B, T, C, h, w\)"):
+        head(maps)
+
+
+def test_evaluation_from_the_cache_matches_evaluation_on_frames(data, cache, backbone):
+    torch.manual_seed(0)
+    model = create_model("tp", num_classes=data.num_train_pids, backbone="resnet18")
+    model.backbone.load_state_dict(backbone.state_dict())
+    head = FeatureMapHead(model, cache.image_size)
+    got = evaluate_cached(head, cache, 3, batch_size=4, progress=False)
+    want = evaluate(model, data, 3, H, W, batch_size=4, progress=False)
+    assert got["num_query"] == want["num_query"] and got["num_gallery"] == want["num_gallery"]
+    assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-3)
+    assert got["rank1"] == pytest.approx(want["rank1"])
+
+
+def test_cached_test_clips_cover_every_frame(cache):
+    clips = CachedTestClips(cache, cache.gallery, 2)
+    lengths = [len(t.rows) for t in cache.gallery]
+    assert len(clips) == sum(-(-n // 2) for n in lengths)
+    assert clips.clip_tracklet.bincount().tolist() == [-(-n // 2) for n in lengths]
+
+
+@pytest.mark.slow
+def test_cli_cache_then_train_the_head_above_chance(tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert main(["cache", "--dataset", "synthetic", "--backbone", "efficientnet_lite0",
+                 "--height", str(H), "--width", str(W), "--out", str(out), "--workers", "0",
+                 "--no-progress"]) == 0
+    assert "frames x 2 flips" in capsys.readouterr().out
+    args = ["train", "--model", "stgcn", "--dataset", "synthetic", "--backbone",
+            "efficientnet_lite0", "--pretrained", "imagenet", "--height", str(H), "--width",
+            str(W), "--seq-len", "4", "--epochs", "4", "--batch-ids", "8",
+            "--batch-instances", "2", "--workers", "0", "--no-progress",
+            "--feature-cache", str(out), "--output", str(tmp_path / "run")]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["rank1"] >= 6 / 32  # chance is 1 / 32
+    # only the head trained: the backbone's parameters are the packaged ImageNet weights
+    assert metrics["trainable_parameters"] < metrics["parameters"] - 3_000_000
+    # a run asking for another size is refused, naming it
+    bad = [a if a != str(H) else "128" for a in args]
+    assert main(bad) == 2
+    assert "height: cache 64, run 128" in capsys.readouterr().err
