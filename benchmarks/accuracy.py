@@ -201,7 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(table(f"Fine-tune protocol: Lite0 ImageNet, {args.ft_height} x {args.ft_width}, "
                     f"{args.ft_epochs} epochs, seed {args.ft_seed}", results["finetune"]))
     save_results(Path(args.out), results)
-    print(f"wrote {args.out}")
     if tmp is not None:
         tmp.cleanup()
     return results

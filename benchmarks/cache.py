@@ -151,7 +151,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{e['model']:<8} | {e['seconds']:8.1f} | {e['batches']:7d} | "
               f"{e['read_gib']:8.2f} | {e['peak_rss_mb']:12.0f} | {e['head_parameters']:11,d}")
     save_results(Path(args.out), results)
-    print(f"wrote {args.out}")
     if tmp is not None:
         tmp.cleanup()
     return results

@@ -130,3 +130,35 @@ def test_cache_quick(tmp_path, capsys):
     # the frozen backbone trains nothing: TP's head is its BNNeck
     assert res["epochs"][0]["head_parameters"] < res["epochs"][1]["head_parameters"]
     assert "s/epoch" in capsys.readouterr().out
+
+
+def test_ctl_diagnostics_quick(tmp_path):
+    out = tmp_path / "ctl.json"
+    res = _load("ctl_diagnostics").main(["--quick", "--out", str(out)])
+    heat = res["heatmaps"]
+    # a lower temperature concentrates the maps: parts move away from the global feature
+    assert [r["temperature"] for r in heat] == [1.0, 0.5, 0.2, 0.1]
+    assert heat[-1]["cos_part_global"] < heat[0]["cos_part_global"]
+    assert heat[-1]["tv_from_uniform"] > heat[0]["tv_from_uniform"]
+    scaled = [r for r in res["cross_scale"] if r["scaled"]]
+    unscaled = [r for r in res["cross_scale"] if not r["scaled"]]
+    assert all(s["mean_max_weight"] < u["mean_max_weight"] for s, u in zip(scaled, unscaled))
+    grads = {r["setting"]: r["part_over_global"] for r in res["gradients"]}
+    # the mean over 5 parts sends less gradient through the parts than their sum
+    assert grads["mean"] < grads["paper: sum"]
+    assert json.loads(out.read_text())["gradients"][0]["setting"] == "paper: sum"
+
+
+def test_accuracy_quick(capsys):
+    res = _load("accuracy").main(["--quick", "--models", "tp", "stgcn", "--seeds", "0", "1"])
+    rows = {r["model"]: r for r in res["frozen"]}
+    assert set(rows) == {"tp", "stgcn"} and rows["tp"]["seeds"] == 2
+    for r in rows.values():
+        ranks = [s["rank1"] for s in r["per_seed"]]
+        assert r["rank1"] == pytest.approx(100 * sum(ranks) / len(ranks))
+        assert 0 <= r["rank1"] <= r["rank5"] <= 100
+    # the frozen backbone is not trained: STGCN's head has more trainable parameters than TP's
+    assert rows["stgcn"]["trainable_parameters"] > rows["tp"]["trainable_parameters"]
+    assert all(c["command"].startswith("stgraph train --model") for c in res["commands"])
+    assert "--feature-cache" in res["commands"][0]["command"]
+    assert "| tp | 2 |" in capsys.readouterr().out
