@@ -166,3 +166,76 @@ def test_save_checkpoint_round_trip_and_errors(tmp_path):
         save_checkpoint(tmp_path / "x.pth", model, config,
                         {k: v for k, v in metrics.items() if k != "mAP"})
     assert not (tmp_path / "x.pth").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("extra, want", [
+    ([], {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
+    (["--no-flip", "--pad", "0", "--erasing", "0"],
+     {"flip": False, "pad": 0, "erasing": 0.0, "lr_mult": 1.0}),
+    (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet"],
+     {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 0.1}),
+    (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet", "--backbone-lr-mult", "1"],
+     {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
+])
+def test_recipe_flags_reach_the_loader_and_the_optimizer(monkeypatch, tmp_path, extra, want):
+    import stgraph.cli as cli
+
+    seen = {}
+    real_loader = cli.make_train_loader
+
+    def loader(*a, **kw):
+        seen.update(flip=kw["flip"], pad=kw["pad"], erasing=kw["erasing"])
+        return real_loader(*a, **kw)
+
+    def optimizer(model, lr, wd, backbone_lr_mult):
+        seen["lr_mult"] = backbone_lr_mult
+        raise _Stop
+
+    monkeypatch.setattr(cli, "make_train_loader", loader)
+    monkeypatch.setattr(cli, "build_optimizer", optimizer)
+    args = ["train", "--model", "tp", "--dataset", "synthetic", "--epochs", "1",
+            "--output", str(tmp_path / "o"), *TINY]
+    args = [a for a in args if a not in ("--backbone", "resnet18")] if extra and \
+        "--backbone" in extra else args
+    with pytest.raises(_Stop):
+        main([*args, *extra])
+    assert seen == want
+
+
+def test_ctl_flags_reach_the_model(monkeypatch, tmp_path):
+    import stgraph.cli as cli
+
+    seen = {}
+
+    def create(name, num_classes, **kw):
+        seen.update(kw)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "create_model", create)
+    with pytest.raises(_Stop):
+        main(["train", "--model", "ctl", "--dataset", "synthetic", "--epochs", "1",
+              "--heatmap-temperature", "1", "--heatmap-sigma", "2", "--part-reduce", "sum",
+              "--part-grad-scale", "0.5", "--normalize-parts", "--no-scale-cross-attention",
+              "--output", str(tmp_path / "o"), *TINY])
+    assert {k: seen[k] for k in ("heatmap_temperature", "heatmap_sigma", "part_reduce",
+                                 "part_grad_scale", "normalize_parts",
+                                 "scale_cross_attention")} == {
+        "heatmap_temperature": 1.0, "heatmap_sigma": 2.0, "part_reduce": "sum",
+        "part_grad_scale": 0.5, "normalize_parts": True, "scale_cross_attention": False}
+    seen.clear()
+    with pytest.raises(_Stop):  # unset flags leave the model's defaults alone
+        main(["train", "--model", "ctl", "--dataset", "synthetic", "--epochs", "1",
+              "--output", str(tmp_path / "o"), *TINY])
+    assert "heatmap_temperature" not in seen and "scale_cross_attention" not in seen
+
+
+def test_backbone_choices_are_every_registered_backbone():
+    from stgraph.models.backbones import list_backbones
+
+    t = build_parser()._subparsers._group_actions[0].choices["train"]
+    action = next(a for a in t._actions if a.dest == "backbone")
+    assert list(action.choices) == list_backbones()
