@@ -10,7 +10,10 @@ separate models (one query is one point of rank-1), so:
 * **finetune**: the same backbone trained end to end with the recipe (flip, pad + crop,
   random erasing, backbone lr x 0.1), one seed, at ``--ft-height x --ft-width``.
 
-Every run is one ``stgraph train`` command (printed, and kept in the JSON), written to
+Each model is evaluated as ``stgraph train`` does (euclidean distance on the embedding)
+and with cosine distance (Bag of Tricks' test metric on the BNNeck feature; the
+checkpoint re-evaluated, kept in ``metrics_cosine.json``). Every run is one
+``stgraph train`` command (printed, and kept in the JSON), written to
 ``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
 run again, so the script can be stopped and resumed, and a row can be added later.
 
@@ -77,10 +80,39 @@ def data_args(args) -> list[str]:
     return out
 
 
-def run_one(cmd: list[str], out: Path, log: list[dict]) -> dict:
-    """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics."""
+def cosine_metrics(out: Path, cache: str | None) -> dict:
+    """The run's checkpoint evaluated with cosine distance (Bag of Tricks' test metric on
+    the BNNeck feature), from the cache or from the frames; kept in ``metrics_cosine.json``."""
+    path = out / "metrics_cosine.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from stgraph.cli import _load_dataset, load_checkpoint
+
+    model, cfg = load_checkpoint(out / "checkpoint.pth")
+    if cache is not None:
+        from stgraph.cache import FeatureCache, FeatureMapHead, evaluate_cached
+
+        fc = FeatureCache(cache)
+        metrics = evaluate_cached(FeatureMapHead(model, fc.image_size), fc, cfg["seq_len"],
+                                  metric="cosine", progress=False)
+    else:
+        from stgraph.engine import evaluate
+
+        metrics = evaluate(model, _load_dataset(cfg["dataset"]), cfg["seq_len"], cfg["height"],
+                           cfg["width"], metric="cosine", progress=False)
+    path.write_text(json.dumps(metrics))
+    return metrics
+
+
+def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None) -> dict:
+    """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics,
+    with the cosine-distance figures as ``cos_rank1`` ... ``cos_mAP``."""
     metrics_file = out / "metrics.json"
     entry = {"command": "stgraph " + shlex.join(cmd), "output": str(out)}
+    recorded = out / "command.txt"
+    if metrics_file.is_file() and recorded.is_file() and recorded.read_text() != entry["command"]:
+        raise SystemExit(f"{out} holds a run of another command:\n  {recorded.read_text()}\n"
+                         f"this one is:\n  {entry['command']}\nuse another --runs folder")
     if not metrics_file.is_file():
         t0 = time.perf_counter()
         print(f"$ {entry['command']}", flush=True)
@@ -90,8 +122,11 @@ def run_one(cmd: list[str], out: Path, log: list[dict]) -> dict:
         entry["wall_s"] = time.perf_counter() - t0
     else:
         entry["reused"] = True
+    recorded.write_text(entry["command"])
     metrics = json.loads(metrics_file.read_text())
-    entry.update({k: metrics[k] for k in ("rank1", "rank5", "mAP")})
+    cos = cosine_metrics(out, cache)
+    metrics.update({f"cos_{k}": cos[k] for k in ("rank1", "rank5", "mAP")})
+    entry.update({k: metrics[k] for k in ("rank1", "rank5", "mAP", "cos_rank1", "cos_mAP")})
     log.append(entry)
     return metrics
 
@@ -102,23 +137,28 @@ def summarise(label: str, runs: list[dict]) -> dict:
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
     row = {"model": label, "seeds": len(runs)}
-    for key in ("rank1", "rank5", "mAP"):
+    for key in ("rank1", "rank5", "mAP", "cos_rank1", "cos_rank5", "cos_mAP"):
         row[key], row[f"{key}_std"] = ms(key)
     row["trainable_parameters"] = runs[0].get("trainable_parameters", runs[0]["parameters"])
     row["parameters"] = runs[0]["parameters"]
     row["seconds_per_epoch"] = statistics.fmean(r["seconds_per_epoch"] for r in runs)
-    row["per_seed"] = [{k: r[k] for k in ("rank1", "rank5", "mAP")} for r in runs]
+    row["per_seed"] = [{k: r[k] for k in ("rank1", "rank5", "mAP", "cos_rank1", "cos_mAP")}
+                       for r in runs]
     return row
 
 
 def table(title: str, rows: list[dict]) -> str:
+    def f(r, key):
+        return f"{r[key]:.1f} ± {r[key + '_std']:.1f}"
+
     lines = [f"### {title}", "",
-             "| model | seeds | rank-1 | rank-5 | mAP | trainable params | s/epoch |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | seeds | rank-1 | rank-5 | mAP | rank-1 (cos) | mAP (cos) "
+             "| trainable params | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['seeds']} | {r['rank1']:.1f} ± {r['rank1_std']:.1f} | "
-            f"{r['rank5']:.1f} ± {r['rank5_std']:.1f} | {r['mAP']:.1f} ± {r['mAP_std']:.1f} | "
+            f"| {r['model']} | {r['seeds']} | {f(r, 'rank1')} | {f(r, 'rank5')} | "
+            f"{f(r, 'mAP')} | {f(r, 'cos_rank1')} | {f(r, 'cos_mAP')} | "
             f"{r['trainable_parameters'] / 1e6:.2f} M | {r['seconds_per_epoch']:.1f} |")
     return "\n".join(lines)
 
@@ -149,19 +189,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
     models = [parse_model(m) for m in (args.models or list_models())]
+    height, width = 256, 128
+    tmp = None
+    if args.quick:
+        height, width, args.batch_ids = 64, 32, 8
+        args.seeds, args.epochs, args.ft_epochs = args.seeds[:2], 1, 1
+        args.ft_height, args.ft_width = 64, 32
+        tmp = tempfile.TemporaryDirectory()
+        args.runs = tmp.name
     common = ["--seq-len", str(args.seq_len), "--batch-ids", str(args.batch_ids),
               "--batch-instances", str(args.batch_instances), "--lr", str(args.lr),
               "--workers", str(args.workers), "--no-progress",
               "--backbone", "efficientnet_lite0", "--pretrained", "imagenet"]
-    height, width = 256, 128
-    tmp = None
-    if args.quick:
-        height, width = 64, 32
-        args.seeds, args.epochs, args.ft_epochs = args.seeds[:2], 1, 1
-        args.ft_height, args.ft_width = 64, 32
-        common = [c if c != str(args.batch_ids) else "8" for c in common]
-        tmp = tempfile.TemporaryDirectory()
-        args.runs = tmp.name
     runs = Path(args.runs)
     results = {"machine": machine(), "dataset": data_args(args), "frozen": [], "finetune": [],
                "commands": []}
@@ -183,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "--height", str(height), "--width", str(width),
                        "--epochs", str(args.epochs), "--seed", str(seed),
                        "--feature-cache", cache, "--output", str(out)]
-                per_seed.append(run_one(cmd, out, results["commands"]))
+                per_seed.append(run_one(cmd, out, results["commands"], cache))
             results["frozen"].append(summarise(label, per_seed))
     if args.protocol in ("finetune", "both"):
         for label, name, flags in models:

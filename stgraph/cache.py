@@ -76,7 +76,8 @@ def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_st
 
     Args:
         dataset (dict): the dataset config, ``{"name": ..., "root": ..., ...}`` as the
-            CLI builds it.
+            CLI builds it, with ``protocol`` for a dataset whose lists depend on it (MARS);
+            ``split_id`` defaults to 0 when a ``split_file`` is given.
         backbone (str): backbone name (:func:`~stgraph.models.backbones.list_backbones`).
         pretrained (str, optional): ``"imagenet"``, a weights file, or :obj:`None`.
         last_stride (int): the backbone's last stride.
@@ -88,6 +89,8 @@ def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_st
     """
     data = {k: (_abs(v) if k in ("root", "split_file", "keypoints") else v)
             for k, v in dataset.items()}
+    if data.get("split_file") is not None and data.get("split_id") is None:
+        data["split_id"] = 0  # the split datasets' default
     if pretrained not in (None, "imagenet"):
         pretrained = _abs(pretrained)
     return {"dataset": data, "backbone": backbone, "pretrained": pretrained,

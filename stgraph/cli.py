@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,7 +36,8 @@ from stgraph.models import create_model, get_model_class, list_models
 from stgraph.models.backbones import list_backbones
 from stgraph.viz import MODEL_PLOTS, plot_model_graph, plot_ranking
 
-__all__ = ["main", "build_parser", "load_checkpoint", "save_checkpoint"]
+__all__ = ["main", "build_parser", "load_checkpoint", "resolved_model_kwargs",
+           "save_checkpoint"]
 
 #: Keys of metrics.json every run writes (fractions in [0, 1] except the counts).
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "num_query", "num_gallery")
@@ -99,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "--pretrained, else 1)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     t.add_argument("--pad", type=int, default=10,
-                   help="zero padding in pixels before the random crop (0: no crop)")
+                   help="zero padding in pixels before the random crop (0: no crop; pixels: "
+                        "not with --feature-cache)")
     t.add_argument("--erasing", type=float, default=0.5,
-                   help="random erasing probability (0: off)")
+                   help="random erasing probability (0: off; pixels: not with --feature-cache)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--output", required=True, help="folder for metrics.json and checkpoint.pth")
     _add_eval_args(t)
@@ -126,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=32, help="frames per backbone call")
     c.add_argument("--workers", type=int, default=1, help="frame reader processes")
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    c.add_argument("--protocol", default="torchreid", choices=list(RANK_PROTOCOLS),
+                   help="for mars: which gallery the cache holds")
     c.add_argument("--overwrite", action="store_true", help="replace a cache in --out")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -186,12 +191,41 @@ def _dataset_config(args: argparse.Namespace, base: dict | None = None) -> dict:
     return cfg
 
 
+def _with_protocol(cfg: dict, protocol: str) -> dict:
+    """``cfg`` plus ``protocol`` for a dataset whose lists depend on it (MARS's gallery)."""
+    if "protocol" in inspect.signature(get_dataset_class(cfg["name"])).parameters:
+        return {**cfg, "protocol": protocol}
+    return cfg
+
+
 def _load_dataset(cfg: dict, protocol: str | None = None):
     kwargs = {k: v for k, v in cfg.items() if k != "name"}
     if protocol is not None and "protocol" in inspect.signature(
             get_dataset_class(cfg["name"])).parameters:
         kwargs["protocol"] = protocol  # e.g. MARS: which gallery the protocol uses
     return create_dataset(cfg["name"], **kwargs)
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def resolved_model_kwargs(name: str, kwargs: dict) -> dict:
+    """Every constructor argument of model ``name`` with a plain value: those in ``kwargs``
+    and the defaults of the others (not ``num_classes`` and ``pretrained``, whose weights
+    are in the state dict), so a checkpoint rebuilds the same model after a default changes.
+    """
+    out = {}
+    for key, param in inspect.signature(get_model_class(name)).parameters.items():
+        if key in ("self", "num_classes", "pretrained") or param.kind in (
+                param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = kwargs.get(key, param.default)
+        if isinstance(value, tuple | list) and all(isinstance(v, _PLAIN) for v in value):
+            value = list(value)
+        elif not isinstance(value, _PLAIN) or value is inspect.Parameter.empty:
+            continue  # e.g. a Skeleton object: left to the constructor's default
+        out[key] = value
+    return out
 
 
 def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
@@ -253,7 +287,12 @@ def _train(args: argparse.Namespace) -> int:
         from stgraph.cache import FeatureCache, cache_settings
 
         cache = FeatureCache(args.feature_cache)
-        cache.check(cache_settings(data_cfg, args.backbone, args.pretrained, args.last_stride,
+        run_cfg = _with_protocol(data_cfg, args.protocol)
+        if not takes_keypoints(get_model_class(args.model)):  # keypoints do not matter
+            run_cfg.pop("keypoints", None)
+            if "keypoints" in cache.settings["dataset"]:
+                run_cfg["keypoints"] = cache.settings["dataset"]["keypoints"]
+        cache.check(cache_settings(run_cfg, args.backbone, args.pretrained, args.last_stride,
                                    args.height, args.width))
         num_classes = cache.num_train_pids
         if progress:
@@ -325,8 +364,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(format_table(metrics))
     config = {
-        "model": args.model, "model_kwargs": {k: v for k, v in model_kwargs.items()
-                                              if k != "pretrained"},
+        "model": args.model, "model_kwargs": model_kwargs,
         "num_classes": num_classes, "dataset": data_cfg,
         "seq_len": args.seq_len, "height": args.height, "width": args.width,
         "args": {k: v for k, v in vars(args).items()},
@@ -346,8 +384,9 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dic
     """Write a checkpoint in the format of ``stgraph train``, which :func:`load_checkpoint`,
     ``stgraph evaluate`` and ``stgraph plot`` read.
 
-    The file holds ``config``, the model's ``state_dict`` and the :data:`METRIC_KEYS` of
-    ``metrics``. It is written to a temporary file beside ``path`` and renamed, so an
+    The file holds ``config`` (its ``model_kwargs`` completed with the constructor's
+    defaults by :func:`resolved_model_kwargs`), the model's ``state_dict`` and the
+    :data:`METRIC_KEYS` of ``metrics``. It is written to a temporary file beside ``path`` and renamed, so an
     interrupted run never leaves a truncated checkpoint; the folder is created.
 
     Args:
@@ -374,6 +413,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dic
         raise ValueError(f"metrics lack {missing}; a checkpoint keeps {list(METRIC_KEYS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # every constructor argument, defaults included: a later default change cannot alter it
+    config = {**config, "model_kwargs": resolved_model_kwargs(config["model"],
+                                                              config["model_kwargs"]),
+              "model_kwargs_resolved": True}
     checkpoint = {"config": config, "state_dict": model.state_dict(),
                   "metrics": {k: metrics[k] for k in METRIC_KEYS}}
     _atomic_write(path, lambda p: torch.save(checkpoint, p))
@@ -397,6 +440,12 @@ def load_checkpoint(path: str | os.PathLike, device="cpu"):
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not an stgraph checkpoint (no 'config'/'state_dict')")
     cfg = ckpt["config"]
+    if not cfg.get("model_kwargs_resolved"):
+        warnings.warn(f"{path} records only the model arguments given on the command line "
+                      "(written before stgraph kept them all): a model default changed since "
+                      "(e.g. CTL's heatmap_temperature, part_reduce, scale_cross_attention) "
+                      "rebuilds it differently; pass the old values to rebuild it as trained",
+                      UserWarning, stacklevel=2)
     model = create_model(cfg["model"], num_classes=cfg["num_classes"], **cfg["model_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), cfg
@@ -463,11 +512,11 @@ def _cache(args: argparse.Namespace) -> int:
     from stgraph.models.backbones import build_backbone
 
     data_cfg = _dataset_config(args)
-    dataset = _load_dataset(data_cfg)
+    dataset = _load_dataset(data_cfg, args.protocol)
     if not args.no_progress:
         print(dataset.summary())
-    settings = cache_settings(data_cfg, args.backbone, args.pretrained, args.last_stride,
-                              args.height, args.width)
+    settings = cache_settings(_with_protocol(data_cfg, args.protocol), args.backbone,
+                              args.pretrained, args.last_stride, args.height, args.width)
     backbone = build_backbone(args.backbone, last_stride=args.last_stride,
                               pretrained=args.pretrained)
     cache = build_feature_cache(dataset, backbone, args.out, settings, batch_size=args.batch,

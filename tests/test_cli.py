@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from stgraph.cli import (
@@ -12,8 +13,10 @@ from stgraph.cli import (
     build_parser,
     load_checkpoint,
     main,
+    resolved_model_kwargs,
     save_checkpoint,
 )
+from stgraph.models import create_model
 
 TINY = ["--backbone", "resnet18", "--height", "64", "--width", "32", "--seq-len", "4",
         "--batch-ids", "4", "--batch-instances", "2", "--workers", "0", "--no-progress"]
@@ -153,7 +156,12 @@ def test_save_checkpoint_round_trip_and_errors(tmp_path):
     assert path == tmp_path / "sub" / "m.pth"
     assert [p.name for p in path.parent.iterdir()] == ["m.pth"]  # no temporary file left
     loaded, cfg = load_checkpoint(path)
-    assert cfg == config
+    # the config as given, its model_kwargs completed with the constructor's defaults
+    assert {k: v for k, v in cfg.items() if k not in ("model_kwargs", "model_kwargs_resolved")} \
+        == {k: v for k, v in config.items() if k != "model_kwargs"}
+    assert cfg["model_kwargs_resolved"] is True
+    assert cfg["model_kwargs"] == {**resolved_model_kwargs("stgcn", {}), **kwargs}
+    assert cfg["model_kwargs"]["num_layers"] == 2  # STGCN's default, now recorded
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(),
                             strict=True):
         assert torch.equal(a, b), name
@@ -239,3 +247,35 @@ def test_backbone_choices_are_every_registered_backbone():
     t = build_parser()._subparsers._group_actions[0].choices["train"]
     action = next(a for a in t._actions if a.dest == "backbone")
     assert list(action.choices) == list_backbones()
+
+
+def test_checkpoints_keep_every_model_argument(tmp_path, monkeypatch):
+    """A checkpoint rebuilds the model it was trained as, even after a default changes."""
+    from stgraph.models import CTL
+
+    model = create_model("ctl", num_classes=3, backbone="resnet18", tau=1)
+    metrics = {k: 0.5 for k in METRIC_KEYS}
+    path = save_checkpoint(tmp_path / "c.pth", model, {
+        "model": "ctl", "model_kwargs": {"backbone": "resnet18", "tau": 1,
+                                         "pretrained": "x.pth"}, "num_classes": 3}, metrics)
+    saved = torch.load(path, weights_only=True)["config"]["model_kwargs"]
+    assert saved["tau"] == 1 and saved["heatmap_temperature"] == 0.1
+    assert saved["cross_scales"] == ["s1", "s2"] and "pretrained" not in saved
+    assert "skeleton" not in saved  # not a plain value: left to the default
+    # the default changes later: the checkpoint still rebuilds temperature 0.1
+    defaults = CTL.__init__.__defaults__
+    names = CTL.__init__.__code__.co_varnames[:CTL.__init__.__code__.co_argcount]
+    i = names[-len(defaults):].index("heatmap_temperature")
+    monkeypatch.setattr(CTL.__init__, "__defaults__", (*defaults[:i], 1.0, *defaults[i + 1:]))
+    assert create_model("ctl", num_classes=3, backbone="resnet18").heatmap_temperature == 1.0
+    loaded, _ = load_checkpoint(path)
+    assert loaded.heatmap_temperature == 0.1
+
+
+def test_old_checkpoints_warn_that_defaults_may_have_changed(tmp_path):
+    model = create_model("tp", num_classes=3, backbone="resnet18")
+    ckpt = {"config": {"model": "tp", "model_kwargs": {"backbone": "resnet18"},
+                       "num_classes": 3}, "state_dict": model.state_dict(), "metrics": {}}
+    torch.save(ckpt, tmp_path / "old.pth")
+    with pytest.warns(UserWarning, match="records only the model arguments given"):
+        load_checkpoint(tmp_path / "old.pth")
