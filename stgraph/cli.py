@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate multiplier of the backbone (default 0.1 with "
                         "--pretrained, else 1)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    t.add_argument("--pad", type=int, default=10,
-                   help="zero padding in pixels before the random crop (0: no crop; pixels: "
+    t.add_argument("--pad", type=int, default=None,
+                   help="zero padding in pixels before the random crop (default: the "
+                        "recipe's 10 px per 128 px of --width, 10 at 256 x 128; 0: no crop; "
                         "not with --feature-cache)")
     t.add_argument("--erasing", type=float, default=0.5,
                    help="random erasing probability (0: off; pixels: not with --feature-cache)")
@@ -277,6 +278,11 @@ def format_table(metrics: dict) -> str:
     return f"{info}\n{head}\n{rule}\n{row}"
 
 
+def _pad(args: argparse.Namespace) -> int:
+    """``--pad``, or the recipe's 10 px at a width of 128 px scaled to ``--width``."""
+    return args.pad if args.pad is not None else round(10 * args.width / 128)
+
+
 def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     progress = not args.no_progress
@@ -325,7 +331,7 @@ def _train(args: argparse.Namespace) -> int:
         loader = make_train_loader(dataset, args.seq_len, args.height, args.width,
                                    args.batch_ids, args.batch_instances, seed=args.seed,
                                    workers=args.workers, keypoints=keypoints,
-                                   flip=not args.no_flip, pad=args.pad, erasing=args.erasing)
+                                   flip=not args.no_flip, pad=_pad(args), erasing=args.erasing)
     criterion = ReIDLoss(num_classes, diversity_weight=args.diversity_weight)
     lr_mult = args.backbone_lr_mult
     if lr_mult is None:

@@ -181,13 +181,14 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize("extra, want", [
-    ([], {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
+    ([], {"flip": True, "pad": 2, "erasing": 0.5, "lr_mult": 1.0}),  # 10 px per 128 px of width
+    (["--pad", "10"], {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
     (["--no-flip", "--pad", "0", "--erasing", "0"],
      {"flip": False, "pad": 0, "erasing": 0.0, "lr_mult": 1.0}),
     (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet"],
-     {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 0.1}),
-    (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet", "--backbone-lr-mult", "1"],
-     {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
+     {"flip": True, "pad": 2, "erasing": 0.5, "lr_mult": 0.1}),
+    (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet", "--backbone-lr-mult", "1",
+      "--width", "128"], {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
 ])
 def test_recipe_flags_reach_the_loader_and_the_optimizer(monkeypatch, tmp_path, extra, want):
     import stgraph.cli as cli

@@ -29,12 +29,14 @@ from stgraph.data.synthetic import COCO_KEYPOINT_NAMES, SyntheticReID
 from stgraph.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ClipAugment,
     load_clip,
     load_clip_with_keypoints,
 )
 
 __all__ = [
     "COCO_KEYPOINT_NAMES",
+    "ClipAugment",
     "DukeMTMCVidReID",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
