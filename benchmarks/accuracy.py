@@ -104,7 +104,8 @@ def cosine_metrics(out: Path, cache: str | None) -> dict:
     return metrics
 
 
-def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None) -> dict:
+def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None,
+            run: bool = True) -> dict | None:
     """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics,
     with the cosine-distance figures as ``cos_rank1`` ... ``cos_mAP``."""
     metrics_file = out / "metrics.json"
@@ -113,6 +114,8 @@ def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None
     if metrics_file.is_file() and recorded.is_file() and recorded.read_text() != entry["command"]:
         raise SystemExit(f"{out} holds a run of another command:\n  {recorded.read_text()}\n"
                          f"this one is:\n  {entry['command']}\nuse another --runs folder")
+    if not metrics_file.is_file() and not run:
+        return None
     if not metrics_file.is_file():
         t0 = time.perf_counter()
         print(f"$ {entry['command']}", flush=True)
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ft-seed", type=int, default=0)
     p.add_argument("--runs", default=str(ROOT / "runs" / "accuracy"))
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no-run", action="store_true",
+                   help="only read the runs that exist (a table of what is done so far)")
     p.add_argument("--quick", action="store_true", help="synthetic data, tiny sizes")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
                "commands": []}
     if args.protocol in ("frozen", "both"):
         cache = args.cache
-        if cache is None:
+        if cache is None and not args.no_run:
             cache = str(runs / "cache")
             if not (Path(cache) / "manifest.json").is_file():
                 cmd = ["cache", *data_args(args), "--height", str(height), "--width",
@@ -222,8 +227,11 @@ def main(argv: list[str] | None = None) -> dict:
                        "--height", str(height), "--width", str(width),
                        "--epochs", str(args.epochs), "--seed", str(seed),
                        "--feature-cache", cache, "--output", str(out)]
-                per_seed.append(run_one(cmd, out, results["commands"], cache))
-            results["frozen"].append(summarise(label, per_seed))
+                per_seed.append(run_one(cmd, out, results["commands"], cache,
+                                        run=not args.no_run))
+            per_seed = [m for m in per_seed if m is not None]
+            if per_seed:
+                results["frozen"].append(summarise(label, per_seed))
     if args.protocol in ("finetune", "both"):
         for label, name, flags in models:
             out = runs / "finetune" / label / f"seed{args.ft_seed}"
@@ -231,8 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "--height", str(args.ft_height), "--width", str(args.ft_width),
                    "--epochs", str(args.ft_epochs), "--seed", str(args.ft_seed),
                    "--output", str(out)]
-            results["finetune"].append(summarise(label, [run_one(cmd, out,
-                                                                 results["commands"])]))
+            metrics = run_one(cmd, out, results["commands"], run=not args.no_run)
+            if metrics is not None:
+                results["finetune"].append(summarise(label, [metrics]))
     if results["frozen"]:
         print(table(f"Frozen protocol: Lite0 ImageNet, {height} x {width}, {args.epochs} "
                     f"epochs, seeds {args.seeds}", results["frozen"]))

@@ -278,11 +278,6 @@ def format_table(metrics: dict) -> str:
     return f"{info}\n{head}\n{rule}\n{row}"
 
 
-def _pad(args: argparse.Namespace) -> int:
-    """``--pad``, or the recipe's 10 px at a width of 128 px scaled to ``--width``."""
-    return args.pad if args.pad is not None else round(10 * args.width / 128)
-
-
 def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     progress = not args.no_progress
@@ -331,7 +326,7 @@ def _train(args: argparse.Namespace) -> int:
         loader = make_train_loader(dataset, args.seq_len, args.height, args.width,
                                    args.batch_ids, args.batch_instances, seed=args.seed,
                                    workers=args.workers, keypoints=keypoints,
-                                   flip=not args.no_flip, pad=_pad(args), erasing=args.erasing)
+                                   flip=not args.no_flip, pad=args.pad, erasing=args.erasing)
     criterion = ReIDLoss(num_classes, diversity_weight=args.diversity_weight)
     lr_mult = args.backbone_lr_mult
     if lr_mult is None:

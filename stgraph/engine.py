@@ -39,7 +39,7 @@ def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> d
 def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
                       batch_ids: int, batch_instances: int, seed: int = 0,
                       workers: int = 0, keypoints: bool = False, flip: bool = True,
-                      pad: int = 10, erasing: float = 0.5) -> DataLoader:
+                      pad: int | None = None, erasing: float = 0.5) -> DataLoader:
     """A PK-sampled loader of restricted-random training clips.
 
     Each batch holds ``batch_ids`` identities x ``batch_instances`` tracklets;
@@ -49,7 +49,9 @@ def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, widt
     Clips get the Bag-of-Tricks augmentations, one draw per clip (see
     :class:`~stgraph.data.TrainClipDataset`): horizontal flip with p 0.5
     (``flip``), zero padding by ``pad`` pixels + random crop back to
-    ``(height, width)`` (``pad=0`` turns it off), random erasing with
+    ``(height, width)`` (``pad=0`` turns it off; :obj:`None`, the default, is the
+    recipe's 10 px at a width of 128 px scaled to ``width``: 10 at 256 x 128, 2 at
+    64 x 32), random erasing with
     probability ``erasing`` (``0`` turns it off); the defaults are the recipe's.
     Call ``loader.dataset.set_epoch(e)`` and ``loader.sampler.set_epoch(e)``
     (or :func:`train_one_epoch`, which does) before each epoch.
@@ -58,6 +60,8 @@ def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, widt
         ValueError: ``pad`` < 0 or ``erasing`` outside [0, 1] (and the errors of
             :class:`~stgraph.data.TrainClipDataset` and :class:`~stgraph.data.PKSampler`).
     """
+    if pad is None:
+        pad = round(10 * width / 128)
     clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed, keypoints=keypoints,
                              flip=flip, pad=pad, erasing=erasing)
     pids = [t.pid for t in dataset.train]

@@ -197,8 +197,10 @@ def test_recipe_flags_reach_the_loader_and_the_optimizer(monkeypatch, tmp_path, 
     real_loader = cli.make_train_loader
 
     def loader(*a, **kw):
-        seen.update(flip=kw["flip"], pad=kw["pad"], erasing=kw["erasing"])
-        return real_loader(*a, **kw)
+        loader = real_loader(*a, **kw)
+        augment = loader.dataset.augment
+        seen.update(flip=augment.flip, pad=augment.pad, erasing=augment.erasing)
+        return loader
 
     def optimizer(model, lr, wd, backbone_lr_mult):
         seen["lr_mult"] = backbone_lr_mult
