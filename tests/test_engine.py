@@ -105,7 +105,11 @@ def test_make_train_loader_passes_the_augmentation_switches():
 
     data = SyntheticReID(num_train_ids=4, num_test_ids=2, image_size=(32, 16), seed=0)
     kw = dict(seq_len=2, height=32, width=16, batch_ids=2, batch_instances=2)
-    assert make_train_loader(data, **kw).dataset.augment == ClipAugment(True, 10, 0.5)
+    # default pad: the recipe's 10 px per 128 px of width (here 16 px wide -> 1 px)
+    assert make_train_loader(data, **kw).dataset.augment == ClipAugment(True, 1, 0.5)
+    assert make_train_loader(data, **kw, pad=10).dataset.augment == ClipAugment(True, 10, 0.5)
+    wide = dict(kw, height=256, width=128)
+    assert make_train_loader(data, **wide).dataset.augment == ClipAugment(True, 10, 0.5)
     off = make_train_loader(data, **kw, flip=False, pad=0, erasing=0.0)
     assert off.dataset.augment == ClipAugment(False, 0, 0.0)
     with pytest.raises(ValueError, match="pad must be an int >= 0"):
