@@ -187,7 +187,18 @@ def test_cli_cache_then_train_the_head_above_chance(tmp_path, capsys):
             "--feature-cache", str(out), "--output", str(tmp_path / "run")]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["rank1"] >= 6 / 32  # chance is 1 / 32
+    assert metrics["rank1"] >= 4 / 32  # chance is 1 / 32
+    # and training did it: the same model untrained ranks worse
+    from stgraph.cli import load_checkpoint
+
+    trained, cfg = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    torch.manual_seed(0)
+    untrained = create_model("stgcn", num_classes=cfg["num_classes"],
+                             **cfg["model_kwargs"])
+    untrained.backbone.load_state_dict(trained.backbone.state_dict())
+    fc = FeatureCache(out)
+    before = evaluate_cached(FeatureMapHead(untrained, fc.image_size), fc, 4, progress=False)
+    assert metrics["mAP"] > before["mAP"] + 0.05
     # only the head trained: the backbone's parameters are the packaged ImageNet weights
     assert metrics["trainable_parameters"] < metrics["parameters"] - 3_000_000
     # a run asking for another size is refused, naming it
