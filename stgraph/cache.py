@@ -418,9 +418,10 @@ class CachedTrainClips(Dataset):
         idx = sample_restricted_random(len(t.rows), self.seq_len, gen)
         flip = self.flip and bool(torch.rand((), generator=gen) < 0.5)
         maps, kp = self.cache.read([t.rows[j] for j in idx.tolist()], flip)
-        item = {"clip": maps, "pid": t.pid, "camid": t.camid, "index": int(i)}
+        item = {"clip": maps}
         if self.keypoints:
             item["keypoints"] = kp
+        item.update(pid=t.pid, camid=t.camid, index=int(i))
         return item
 
 

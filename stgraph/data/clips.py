@@ -123,9 +123,10 @@ class TrainClipDataset(Dataset):
         else:
             clip, kp = load_clip(self.dataset, keys, self.height, self.width), None
         clip, kp = self.augment(clip, kp, gen)  # the same draws with or without keypoints
-        item = {"clip": clip, "pid": tracklet.pid, "camid": tracklet.camid, "index": i}
+        item = {"clip": clip}
         if kp is not None:
-            item["keypoints"] = kp
+            item["keypoints"] = kp  # beside the clip, as before the augmentations
+        item.update(pid=tracklet.pid, camid=tracklet.camid, index=i)
         return item
 
     def __repr__(self) -> str:

@@ -1,0 +1,92 @@
+"""Which branch of a trained model carries its retrieval: every branch evaluated on its own.
+
+STGCN's embedding concatenates three branches (global, temporal graph, spatial graph),
+CTL's is V_f^a but it trains V_f^g and V_f^c beside it. Under the frozen protocol a branch
+with no trainable layer before its BNNeck (STGCN's and CTL's global branch, TP) ranks with
+the ImageNet features as they are. This script evaluates, from the feature cache, each
+branch's post-BNNeck feature alone and the model's embedding, per checkpoint, with
+euclidean and cosine distance, and averages over the checkpoints given (e.g. the seeds of
+``benchmarks/accuracy.py``).
+
+Usage (from the repository root)::
+
+    python benchmarks/branches.py --cache CACHE runs/accuracy/frozen/stgcn/seed*/checkpoint.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timer import machine, save_results  # noqa: E402
+
+from stgraph.cache import CachedTestClips, FeatureCache, FeatureMapHead  # noqa: E402
+from stgraph.cli import load_checkpoint  # noqa: E402
+from stgraph.engine import rank_features  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@torch.no_grad()
+def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_len: int,
+                    batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Per-tracklet mean of each branch's post-BNNeck clip feature, and of the embedding."""
+    keypoints = "keypoints" in head.input_keys
+    clips = CachedTestClips(cache, tracklets, seq_len, keypoints=keypoints)
+    head.eval()
+    sums: dict[str, torch.Tensor] = {}
+    for batch in DataLoader(clips, batch_size=batch_size):
+        extra = {"keypoints": batch["keypoints"]} if keypoints else {}
+        out = head(batch["clip"], **extra)
+        feats = {name: neck(f)[0] for name, neck, f in
+                 zip(out["branches"], head.model.necks, out["features"], strict=True)}
+        feats["embedding"] = out["embedding"]
+        for name, f in feats.items():
+            if name not in sums:
+                sums[name] = f.new_zeros(clips.num_tracklets, f.size(1))
+            sums[name].index_add_(0, batch["tracklet"], f)
+    counts = clips.clip_tracklet.bincount(minlength=clips.num_tracklets).unsqueeze(1)
+    return {name: s / counts for name, s in sums.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "branches.json"))
+    args = p.parse_args(argv)
+    cache = FeatureCache(args.cache)
+    per_ckpt = []
+    for path in args.checkpoints:
+        model, cfg = load_checkpoint(path)
+        head = FeatureMapHead(model, cache.image_size)
+        q = branch_features(head, cache, cache.query, cfg["seq_len"])
+        g = branch_features(head, cache, cache.gallery, cfg["seq_len"])
+        row = {"checkpoint": str(path), "model": cfg["model"]}
+        for name in q:
+            for metric in ("euclidean", "cosine"):
+                m = rank_features(q[name], g[name], cache.query, cache.gallery, metric=metric)
+                row[f"{name}/{metric}"] = {"rank1": 100 * m["rank1"], "mAP": 100 * m["mAP"]}
+        per_ckpt.append(row)
+    keys = [k for k in per_ckpt[0] if "/" in k]
+    summary = {k: {s: statistics.fmean(r[k][s] for r in per_ckpt) for s in ("rank1", "mAP")}
+               for k in keys}
+    print(f"{len(per_ckpt)} checkpoint(s) of {per_ckpt[0]['model']}, mean rank-1 / mAP (%):")
+    print(f"  {'feature':<12} | {'euclidean':>15} | {'cosine':>15}")
+    for name in dict.fromkeys(k.split("/")[0] for k in keys):
+        e, c = summary[f"{name}/euclidean"], summary[f"{name}/cosine"]
+        print(f"  {name:<12} | {e['rank1']:6.1f} / {e['mAP']:5.1f} | "
+              f"{c['rank1']:6.1f} / {c['mAP']:5.1f}")
+    results = {"machine": machine(), "summary": summary, "checkpoints": per_ckpt}
+    save_results(Path(args.out), results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
