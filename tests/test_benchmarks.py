@@ -162,3 +162,42 @@ def test_accuracy_quick(capsys):
     assert all(c["command"].startswith("stgraph train --model") for c in res["commands"])
     assert "--feature-cache" in res["commands"][0]["command"]
     assert "| tp | 2 |" in capsys.readouterr().out
+
+
+def test_branches_on_an_untrained_stgcn(tmp_path):
+    """An untrained BNNeck is the identity (up to its eps): the global branch ranks as GAP."""
+    import torch
+
+    from stgraph.cache import build_feature_cache, cache_settings
+    from stgraph.cli import save_checkpoint
+    from stgraph.data import SyntheticReID
+    from stgraph.engine import rank_features
+    from stgraph.models import create_model
+
+    data = SyntheticReID(num_train_ids=4, num_test_ids=6, min_frames=2, max_frames=4,
+                         image_size=(64, 32), seed=1)
+    torch.manual_seed(0)
+    model = create_model("stgcn", num_classes=data.num_train_pids, backbone="resnet18",
+                         seq_len=2)
+    settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, 64, 32)
+    cache = build_feature_cache(data, model.backbone, tmp_path / "c", settings, progress=False)
+    ckpt = save_checkpoint(tmp_path / "m.pth", model, {
+        "model": "stgcn", "model_kwargs": {"backbone": "resnet18", "seq_len": 2},
+        "num_classes": data.num_train_pids, "seq_len": 2},
+        {k: 0.0 for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "num_query",
+                          "num_gallery")})
+    res = _load("branches").main([str(ckpt), "--cache", str(tmp_path / "c"),
+                                  "--out", str(tmp_path / "b.json")])
+    row = res["checkpoints"][0]
+    assert {k.split("/")[0] for k in row if "/" in k} == {"temporal", "spatial", "global",
+                                                          "embedding"}
+
+    def gap(ts):  # per tracklet: mean over its clips (T = 2, last frame repeated) of GAP
+        out = []
+        for t in ts:
+            rows = list(t.rows) + [t.rows[-1]] * (len(t.rows) % 2)
+            out.append(cache.read(rows)[0].mean(dim=(2, 3)).mean(dim=0))
+        return torch.stack(out)
+
+    want = rank_features(gap(cache.query), gap(cache.gallery), cache.query, cache.gallery)
+    assert row["global/euclidean"]["mAP"] == pytest.approx(100 * want["mAP"], abs=1e-3)
