@@ -1,5 +1,6 @@
 """The per-branch re-ID objective: label-smoothed cross-entropy + batch-hard triplet
-(+ CTL's diversity loss when the model outputs part features)."""
+(+ the model's own terms: CTL's diversity loss when it outputs part features, a part
+triplet loss on ``part_triplet_features``, and named ``regularizers``)."""
 
 from __future__ import annotations
 
@@ -26,29 +27,41 @@ class ReIDLoss(nn.Module):
     (:func:`~stgraph.losses.diversity_loss`) is added with weight
     :math:`w_{div}`; CTL's eq. (9) has all three weights 1.
 
+    Two more entries let a model bring its own terms through the same door:
+
+    * ``part_triplet_features`` :math:`(B, P, D)`: the batch-hard triplet loss of each
+      of the :math:`P` parts, averaged over parts, with weight :math:`w_{ptri}` (RRU's
+      part triplet, Liu et al., AAAI 2019); logged as ``"part_triplet"``.
+    * ``regularizers``: a dict of scalar tensors, each already weighted by the model
+      (STA's inter-frame regularisation, DRSTA's diversity term), added to the total
+      and logged under its own name.
+
     Args:
         num_classes (int): number of training identities.
         margin (float): triplet margin. (default: :obj:`0.3`)
         epsilon (float): label smoothing. (default: :obj:`0.1`)
         ce_weight (float), triplet_weight (float), diversity_weight (float): term
             weights. (default: :obj:`1.0`)
+        part_triplet_weight (float): weight of the part triplet loss. (default: :obj:`1.0`)
 
     Shapes:
         - **input:** ``outputs`` a model's output dict, ``pids`` :math:`(B,)` long
         - **output:** ``(total scalar, {"ce": float, "triplet": float, "acc": float})``,
-          plus ``"div"`` with part features; ``acc`` is the classification
+          plus ``"div"`` with part features, ``"part_triplet"`` and one entry per
+          regularizer when the model outputs them; ``acc`` is the classification
           accuracy of the first branch, a fraction.
     """
 
     def __init__(self, num_classes: int, margin: float = 0.3, epsilon: float = 0.1,
                  ce_weight: float = 1.0, triplet_weight: float = 1.0,
-                 diversity_weight: float = 1.0) -> None:
+                 diversity_weight: float = 1.0, part_triplet_weight: float = 1.0) -> None:
         super().__init__()
         self.ce = CrossEntropyLabelSmooth(num_classes, epsilon=epsilon)
         self.triplet = TripletLoss(margin=margin)
         self.ce_weight = ce_weight
         self.triplet_weight = triplet_weight
         self.diversity_weight = diversity_weight
+        self.part_triplet_weight = part_triplet_weight
 
     def forward(self, outputs: dict, pids: Tensor) -> tuple[Tensor, dict[str, float]]:
         ce = sum(self.ce(logits, pids) for logits in outputs["logits"])
@@ -61,4 +74,18 @@ class ReIDLoss(nn.Module):
             div = diversity_loss(outputs["part_features"])
             total = total + self.diversity_weight * div
             parts["div"] = float(div.detach())
+        if "part_triplet_features" in outputs:
+            feats = outputs["part_triplet_features"]
+            if feats.dim() != 3:
+                raise ValueError("part_triplet_features must be (B, P, D), got "
+                                 f"{tuple(feats.shape)}")
+            ptri = sum(self.triplet(feats[:, p], pids) for p in range(feats.size(1)))
+            ptri = ptri / feats.size(1)
+            total = total + self.part_triplet_weight * ptri
+            parts["part_triplet"] = float(ptri.detach())
+        for name, value in outputs.get("regularizers", {}).items():
+            if name in parts:
+                raise ValueError(f"regularizer name {name!r} clashes with a loss term")
+            total = total + value
+            parts[name] = float(value.detach())
         return total, parts
