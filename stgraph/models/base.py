@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from stgraph.models.backbones import build_backbone
 
-__all__ = ["VideoReIDModel", "ReIDOutput"]
+__all__ = ["VideoReIDModel", "ReIDOutput", "models_with_attention"]
 
 #: What every model returns, in train and eval mode alike:
 #: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
@@ -15,6 +15,22 @@ __all__ = ["VideoReIDModel", "ReIDOutput"]
 #: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names;
 #: a model may add entries, e.g. CTL's ``part_features`` for its diversity loss.
 ReIDOutput = dict
+
+
+def models_with_attention() -> list[str]:
+    """Registered model names whose class defines ``attention_head`` (sorted), i.e. the
+    models :meth:`VideoReIDModel.attention_maps` and ``stgraph plot --what attention`` draw.
+    """
+    from stgraph.models.registry import get_model_class, list_models
+
+    return [name for name in list_models()
+            if callable(getattr(get_model_class(name), "attention_head", None))]
+
+
+def _no_attention_message(model_cls: type) -> str:
+    names = models_with_attention()
+    return (f"model {model_cls.__name__} has no attention maps; models with attention: "
+            f"{', '.join(names) if names else 'none registered'}")
 
 
 class VideoReIDModel(nn.Module):
@@ -60,6 +76,55 @@ class VideoReIDModel(nn.Module):
 
     def forward(self, clips: Tensor) -> ReIDOutput:
         return self.forward_head(self.forward_features(clips))
+
+    @classmethod
+    def has_attention(cls) -> bool:
+        """``True`` when the model defines ``attention_head`` (see :meth:`attention_maps`)."""
+        return callable(getattr(cls, "attention_head", None))
+
+    def attention_maps(self, clips: Tensor, **inputs: Tensor) -> dict:
+        r"""The model's spatial and temporal attention on ``clips``:
+        ``self.attention_head(self.forward_features(clips), **inputs)``.
+
+        Models with attention (STA, DRSTA, RRU; see :func:`models_with_attention`) define
+        ``attention_head(feature_maps, **inputs) -> dict`` on the backbone maps
+        :math:`(B, T, C, h, w)`, returning at least
+
+        * ``"spatial"``: :math:`(B, T, K, h, w)` non-negative maps, each ``(b, t, k)`` map
+          summing to 1 over :math:`(h, w)` (:math:`K = 1` for one map per frame);
+        * ``"temporal"``: :math:`(B, T, K)` temporal weights / scores, or ``None`` when the
+          model has none.
+
+        Gradients flow as in :meth:`forward`; wrap the call in ``torch.no_grad()`` and set
+        eval mode to look at a trained model (what :func:`stgraph.viz.plot_model_attention`
+        does).
+
+        Args:
+            clips (Tensor): normalised clips :math:`(B, T, 3, H, W)`.
+            **inputs: the model's extra inputs (its :attr:`input_keys`, e.g. ``keypoints``),
+                passed on to ``attention_head``.
+
+        Returns:
+            dict: the head's dict (``"spatial"``, ``"temporal"`` and any extra keys).
+
+        Raises:
+            TypeError: the model defines no ``attention_head`` (the message lists the
+                registered models that do).
+            ValueError: clips not :math:`(B, T, 3, H, W)`, or a head whose ``"spatial"``
+                entry is not :math:`(B, T, K, h, w)`.
+        """
+        if not self.has_attention():
+            raise TypeError(_no_attention_message(type(self)))
+        B, T = clips.shape[:2]
+        out = self.attention_head(self.forward_features(clips), **inputs)
+        spatial = out.get("spatial") if isinstance(out, dict) else None
+        if spatial is None or spatial.dim() != 5 or tuple(spatial.shape[:2]) != (B, T):
+            got = (tuple(spatial.shape) if spatial is not None else
+                   f"keys {sorted(out)}" if isinstance(out, dict) else type(out).__name__)
+            raise ValueError(f"{type(self).__name__}.attention_head must return a dict with "
+                             f"'spatial' of shape (B, T, K, h, w) = ({B}, {T}, K, h, w), "
+                             f"got {got}")
+        return out
 
     @staticmethod
     def _output(names: tuple[str, ...], feats: list[Tensor], necks: nn.ModuleList,
