@@ -19,9 +19,14 @@ notebook by evaluating it, or save it.
 * :func:`plot_cmc`: CMC curves of several runs.
 * :func:`plot_model_graph`: run a model on clips and plot one of its graphs (what
   ``stgraph plot`` draws).
+* :func:`plot_attention`: per-frame spatial attention maps over the frames, and the
+  temporal scores.
+* :func:`plot_model_attention`: run a model with attention (STA, DRSTA, RRU) on clips
+  and plot its attention (``stgraph plot --what attention``).
 """
 
 from stgraph.viz.adjacency import plot_adjacency
+from stgraph.viz.attention import plot_attention, plot_model_attention
 from stgraph.viz.graphs import plot_cross_scale, plot_skeleton_graph, plot_temporal_graph
 from stgraph.viz.model import MODEL_PLOTS, clip_to_images, plot_model_graph
 from stgraph.viz.ranking import plot_cmc, plot_ranking
@@ -30,8 +35,10 @@ __all__ = [
     "MODEL_PLOTS",
     "clip_to_images",
     "plot_adjacency",
+    "plot_attention",
     "plot_cmc",
     "plot_cross_scale",
+    "plot_model_attention",
     "plot_model_graph",
     "plot_ranking",
     "plot_skeleton_graph",
