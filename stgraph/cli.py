@@ -5,11 +5,20 @@ Examples::
     stgraph train --model stgcn --dataset synthetic --backbone resnet18 \\
         --height 128 --width 64 --seq-len 4 --epochs 10 --output runs/synthetic-stgcn
     stgraph evaluate --checkpoint runs/synthetic-stgcn/checkpoint.pth
+    stgraph train --model tp_mlp --dataset synthetic --backbone resnet18 \\
+        --model-arg hidden=512 --model-arg dropout=0.1 --output runs/synthetic-tp-mlp
+    stgraph plot --checkpoint runs/synthetic-sta/checkpoint.pth --what attention \\
+        --out attention.png
+
+``--model-arg KEY=VALUE`` (repeatable) sets any constructor argument of the model that has
+no flag of its own; the checkpoint records every argument, so ``evaluate`` and ``plot``
+rebuild the model as trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import json
 import os
@@ -34,7 +43,8 @@ from stgraph.eval import RANK_PROTOCOLS
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
 from stgraph.models.backbones import list_backbones
-from stgraph.viz import MODEL_PLOTS, plot_model_graph, plot_ranking
+from stgraph.models.base import _no_attention_message
+from stgraph.viz import MODEL_PLOTS, plot_model_attention, plot_model_graph, plot_ranking
 
 __all__ = ["main", "build_parser", "load_checkpoint", "resolved_model_kwargs",
            "save_checkpoint"]
@@ -94,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scale-cross-attention", action=argparse.BooleanOptionalAction,
                    default=None, help="CTL: 1/sqrt(d) in the cross-scale attention "
                                       "(default on; off is the paper's)")
+    t.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor argument of the model, repeatable (e.g. "
+                        "--model-arg dropout=0.1 --model-arg hidden=512); VALUE is read as a "
+                        "Python literal (number, True/False/None, list, quoted string), else "
+                        "as a string; not with the argument's own flag (--tau and "
+                        "--model-arg tau=3 is an error), and not for --backbone, --last-stride, "
+                        "--pretrained, --seq-len, which the run uses too")
     t.add_argument("--diversity-weight", type=float, default=1.0,
                    help="weight of CTL's diversity loss, eq. 9")
     t.add_argument("--backbone-lr-mult", type=float, default=None,
@@ -144,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="plot a trained model's graphs or rankings")
     pl.add_argument("--checkpoint", required=True)
     _add_data_args(pl, required=False)
-    pl.add_argument("--what", required=True, choices=[*MODEL_PLOTS, "ranking"])
+    pl.add_argument("--what", required=True, choices=[*MODEL_PLOTS, "attention", "ranking"],
+                    help="a graph of the model, its attention maps (sta, drsta, rru) or the "
+                         "ranking of a query")
     pl.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg)")
     pl.add_argument("--index", type=int, default=0, help="query tracklet to plot")
     pl.add_argument("--layer", help="graph layer to plot (default: the first that fits)")
@@ -229,7 +248,46 @@ def resolved_model_kwargs(name: str, kwargs: dict) -> dict:
     return out
 
 
+#: Model arguments that are also settings of the run (the data loader, the feature cache,
+#: the optimiser): only their own flags set them, never ``--model-arg``.
+_RUN_SETTINGS = {"backbone": "--backbone", "last_stride": "--last-stride",
+                 "pretrained": "--pretrained", "seq_len": "--seq-len"}
+
+
+def _parse_model_args(pairs: list[str]) -> dict:
+    """``["K=4", "rows=[1, 2]"]`` -> ``{"K": 4, "rows": [1, 2]}`` (:func:`ast.literal_eval`,
+    else the string itself); ``-`` in a key reads as ``_``."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        if key in out:
+            raise ValueError(f"--model-arg {key} is given twice")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = text
+        if isinstance(value, tuple):
+            value = list(value)
+        if not (isinstance(value, _PLAIN) or isinstance(value, list) and all(
+                isinstance(v, _PLAIN) for v in value)):
+            raise ValueError(f"--model-arg {key}={text}: a value must be a number, a string, "
+                             "True/False/None or a list of them (the checkpoint records it), "
+                             f"got a {type(value).__name__}")
+        out[key] = value
+    return out
+
+
 def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
+    """The model's constructor arguments from the flags and ``--model-arg`` pairs.
+
+    Raises:
+        ValueError: a ``--model-arg`` key the model's constructor does not take (the
+            message lists those it takes), one of :data:`_RUN_SETTINGS`, or one also set
+            by its own flag.
+    """
     candidates = {
         "backbone": args.backbone, "last_stride": args.last_stride,
         "pretrained": args.pretrained, "seq_len": args.seq_len,
@@ -240,7 +298,26 @@ def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
         "scale_cross_attention": args.scale_cross_attention,
     }
     params = inspect.signature(get_model_class(name)).parameters
-    return {k: v for k, v in candidates.items() if k in params and v is not None}
+    kwargs = {k: v for k, v in candidates.items() if k in params and v is not None}
+    extra = _parse_model_args(getattr(args, "model_arg", None) or [])
+    takes = [k for k, p in params.items() if k not in ("self", "num_classes") and p.kind not in (
+        p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    given = getattr(args, "_given", None)  # dests set on the command line (see main)
+    for key in extra:
+        if key in _RUN_SETTINGS:
+            raise ValueError(f"--model-arg {key}: set it with {_RUN_SETTINGS[key]} (the run "
+                             "uses it too)")
+        if key == "num_classes":
+            raise ValueError("--model-arg num_classes: the number of classes is the dataset's "
+                             "number of training identities")
+        if key not in takes:
+            raise ValueError(f"--model-arg {key}: model {name} takes no argument {key!r}; its "
+                             f"constructor arguments: {', '.join(takes)}")
+        flag = "--" + key.replace("_", "-")
+        if key in candidates and (key in given if given is not None else
+                                  candidates[key] is not None):
+            raise ValueError(f"{flag} and --model-arg {key} both set {key}; give one")
+    return {**kwargs, **extra}
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -282,6 +359,7 @@ def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     progress = not args.no_progress
     data_cfg = _dataset_config(args)
+    model_kwargs = _model_kwargs(args.model, args)  # bad --model-arg: fail before any work
     out_dir = Path(args.output)
     cache = None
     if args.feature_cache:
@@ -305,7 +383,6 @@ def _train(args: argparse.Namespace) -> int:
         if progress:
             print(dataset.summary())
     torch.manual_seed(args.seed)
-    model_kwargs = _model_kwargs(args.model, args)
     model = create_model(args.model, num_classes=num_classes, **model_kwargs).to(device)
     num_params = sum(p.numel() for p in model.parameters())
     keypoints = takes_keypoints(model)
@@ -368,7 +445,7 @@ def _train(args: argparse.Namespace) -> int:
         "model": args.model, "model_kwargs": model_kwargs,
         "num_classes": num_classes, "dataset": data_cfg,
         "seq_len": args.seq_len, "height": args.height, "width": args.width,
-        "args": {k: v for k, v in vars(args).items()},
+        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
     }
     save_checkpoint(out_dir / "checkpoint.pth", model, config, metrics)
     _write_metrics(out_dir, metrics)
@@ -387,8 +464,9 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dic
 
     The file holds ``config`` (its ``model_kwargs`` completed with the constructor's
     defaults by :func:`resolved_model_kwargs`), the model's ``state_dict`` and the
-    :data:`METRIC_KEYS` of ``metrics``. It is written to a temporary file beside ``path`` and renamed, so an
-    interrupted run never leaves a truncated checkpoint; the folder is created.
+    :data:`METRIC_KEYS` of ``metrics``. It is written to a temporary file beside ``path``
+    and renamed, so an interrupted run never leaves a truncated checkpoint; the folder is
+    created.
 
     Args:
         path (str or Path): the ``.pth`` file.
@@ -471,6 +549,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
+    if args.what == "attention" and not getattr(model, "has_attention", lambda: False)():
+        raise ValueError(f"--what attention: {_no_attention_message(type(model))}")
     dataset = _load_dataset(_dataset_config(args, base=cfg["dataset"]), args.protocol)
     if not 0 <= args.index < len(dataset.query):
         raise ValueError(f"--index {args.index} out of range: {len(dataset.query)} queries")
@@ -482,8 +562,13 @@ def _plot(args: argparse.Namespace) -> int:
         item = TestClipDataset(dataset, [dataset.query[args.index]], *size,
                                keypoints=keypoints)[0]
         kp = item["keypoints"][None].to(device) if keypoints else None
-        plot_model_graph(model, item["clip"][None].to(device), args.what, keypoints=kp,
-                         layer=args.layer, frame=args.frame, top_k=args.top_k or 20, save=out)
+        clip = item["clip"][None].to(device)
+        if args.what == "attention":
+            plot_model_attention(model, clip, keypoints=kp, save=out,
+                                 title=f"{cfg['model']} attention, query {args.index}")
+        else:
+            plot_model_graph(model, clip, args.what, keypoints=kp, layer=args.layer,
+                             frame=args.frame, top_k=args.top_k or 20, save=out)
     else:
         metrics, distmat = evaluate(model, dataset, *size, batch_size=args.test_batch,
                                     device=device, metric=args.metric, pool=args.pool,
@@ -529,8 +614,18 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_dests(argv: list[str] | None) -> set[str]:
+    """The ``dest`` of every option given on the command line ``argv`` (not defaulted)."""
+    parser = build_parser()
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        for action in sub._actions:
+            action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args._given = sorted(_given_dests(argv))
     try:
         if args.command == "cache":
             return _cache(args)
