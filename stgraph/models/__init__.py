@@ -2,8 +2,11 @@
 
 from stgraph.models.base import VideoReIDModel
 from stgraph.models.ctl import CTL, cross_scale_pooling, scale_gradient
+from stgraph.models.drsta import DRSTA
 from stgraph.models.graphs import GRAPH_LAYERS, record_graphs
 from stgraph.models.registry import create_model, get_model_class, list_models, register_model
+from stgraph.models.rru import RRUSTIM
+from stgraph.models.sta import STA
 from stgraph.models.stgcn import STGCN, STGCNBranch
 from stgraph.models.tp import TemporalPooling
 from stgraph.models.tp_mlp import TemporalPoolingMLP, head_parameters
@@ -11,6 +14,9 @@ from stgraph.models.tp_mlp import TemporalPoolingMLP, head_parameters
 __all__ = [
     "GRAPH_LAYERS",
     "CTL",
+    "DRSTA",
+    "RRUSTIM",
+    "STA",
     "STGCN",
     "STGCNBranch",
     "TemporalPooling",
