@@ -19,7 +19,7 @@ hands back the graph each one built for that clip, and saves PNGs into ``--out``
 * STGCN: the clip's affinity graph over its T x P patches (``plot_adjacency``,
   ``plot_temporal_graph``) and the spatial graph of one frame.
 
-``stgraph plot --checkpoint ... --what adjacency|skeleton|temporal|cross-scale`` draws the
+``stgraph plot --checkpoint ... --what adjacency|skeleton|temporal|cross-scale|attention`` draws the
 same figures from the command line, one at a time.
 """
 

@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--pretrained, --seq-len, which the run uses too")
     t.add_argument("--diversity-weight", type=float, default=1.0,
                    help="weight of CTL's diversity loss, eq. 9")
+    t.add_argument("--margin", type=float, default=0.3,
+                   help="margin of the batch-hard triplet losses (0.4 in RRU's paper)")
+    t.add_argument("--part-triplet-weight", type=float, default=1.0,
+                   help="weight of the part triplet loss of models that output part "
+                        "features for it (RRU)")
     t.add_argument("--backbone-lr-mult", type=float, default=None,
                    help="learning-rate multiplier of the backbone (default 0.1 with "
                         "--pretrained, else 1)")
@@ -404,7 +409,9 @@ def _train(args: argparse.Namespace) -> int:
                                    args.batch_ids, args.batch_instances, seed=args.seed,
                                    workers=args.workers, keypoints=keypoints,
                                    flip=not args.no_flip, pad=args.pad, erasing=args.erasing)
-    criterion = ReIDLoss(num_classes, diversity_weight=args.diversity_weight)
+    criterion = ReIDLoss(num_classes, margin=args.margin,
+                         diversity_weight=args.diversity_weight,
+                         part_triplet_weight=args.part_triplet_weight)
     lr_mult = args.backbone_lr_mult
     if lr_mult is None:
         lr_mult = 0.1 if args.pretrained else 1.0
@@ -419,9 +426,10 @@ def _train(args: argparse.Namespace) -> int:
                                 scheduler=scheduler, progress=progress)
         stats["seconds"] = time.perf_counter() - te
         history.append(stats)
-        div = f"  div {stats['div']:.4f}" if "div" in stats else ""
+        extra = "".join(f"  {k} {v:.4f}" for k, v in stats.items()
+                        if k not in ("loss", "ce", "triplet", "acc", "seconds"))
         print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  "
-              f"ce {stats['ce']:.4f}  triplet {stats['triplet']:.4f}{div}  "
+              f"ce {stats['ce']:.4f}  triplet {stats['triplet']:.4f}{extra}  "
               f"acc {100 * stats['acc']:.1f}%  {stats['seconds']:.1f}s", flush=True)
     train_seconds = time.perf_counter() - t0
     te = time.perf_counter()

@@ -116,3 +116,22 @@ def test_the_checkpoint_rebuilds_the_model_with_its_model_args(tmp_path):
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in model.modules())
     assert main(["evaluate", "--checkpoint", str(out / "checkpoint.pth"), "--workers", "0",
                  "--no-progress"]) == 0
+
+
+def test_margin_and_part_triplet_weight_reach_the_loss(tmp_path, monkeypatch):
+    import stgraph.cli as cli
+
+    seen = {}
+
+    def loss(num_classes, **kw):
+        seen.update(kw)
+        raise _Stop
+
+    monkeypatch.setattr(cli, "ReIDLoss", loss)
+    with pytest.raises(_Stop):
+        _train(tmp_path, "rru", "--margin", "0.4", "--part-triplet-weight", "0.5")
+    assert seen["margin"] == 0.4 and seen["part_triplet_weight"] == 0.5
+    seen.clear()
+    with pytest.raises(_Stop):
+        _train(tmp_path, "tp")
+    assert seen["margin"] == 0.3 and seen["part_triplet_weight"] == 1.0
