@@ -142,7 +142,8 @@ def test_ctl_diagnostics_quick(tmp_path):
     assert heat[-1]["tv_from_uniform"] > heat[0]["tv_from_uniform"]
     scaled = [r for r in res["cross_scale"] if r["scaled"]]
     unscaled = [r for r in res["cross_scale"] if not r["scaled"]]
-    assert all(s["mean_max_weight"] < u["mean_max_weight"] for s, u in zip(scaled, unscaled))
+    assert all(s["mean_max_weight"] < u["mean_max_weight"]
+               for s, u in zip(scaled, unscaled, strict=True))
     grads = {r["setting"]: r["part_over_global"] for r in res["gradients"]}
     # the mean over 5 parts sends less gradient through the parts than their sum
     assert grads["mean"] < grads["paper: sum"]

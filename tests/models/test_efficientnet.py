@@ -57,7 +57,8 @@ def test_packaged_weights_load_with_no_missing_or_unexpected_key(v):
     assert set(report.loaded) | set(report.defaulted) == set(net.state_dict())
     assert all(k.endswith("num_batches_tracked") for k in report.defaulted)
     file = read_state_dict(_packaged_weights(v))
-    assert torch.equal(net._blocks[3]._depthwise_conv.weight, file["_blocks.3._depthwise_conv.weight"])
+    assert torch.equal(net._blocks[3]._depthwise_conv.weight,
+                       file["_blocks.3._depthwise_conv.weight"])
 
 
 @needs_weights
