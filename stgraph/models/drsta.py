@@ -14,6 +14,7 @@ attended parts concatenated -> BNNeck.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from stgraph.models.base import ReIDOutput, VideoReIDModel
@@ -21,6 +22,8 @@ from stgraph.models.registry import register_model
 from stgraph.nn import BNNeck, MultiPartSpatialAttention, PartTemporalAttention, hellinger_diversity
 
 __all__ = ["DRSTA"]
+
+_DIVERSITY_FORMS = ("paper", "code")
 
 
 @register_model("drsta")
@@ -55,19 +58,35 @@ class DRSTA(VideoReIDModel):
     Choices where the paper is silent or that differ from it (ours): the
     losses (the paper trains with OIM; we use the toolkit's CE + batch-hard
     triplet with a BNNeck, like every other model), :math:`\lambda =`
-    ``diversity_weight`` :math:`= 0.1` (the paper multiplies :math:`R` by an
-    unstated coefficient; :math:`R` starts near its maximum :math:`K(K-1)
-    = 30` for near-uniform maps, so 0.1 starts it at about 3, the size of the
-    other terms), :math:`R` averaged over frames and clips, ``num_parts``
-    :math:`K = 6` (the paper's figures show 6 models; the authors' partial
-    code uses 3), ``hidden_channels`` :math:`d = 64` (the authors' code's
-    width), one temporal weight vector per part without bias, and the
-    optional per-part linear reduction ``part_channels``. The paper's ResNet-50
-    maps are :math:`8 \times 4` (:math:`L = 32`) for :math:`256 \times 128`
-    frames, i.e. ``last_stride=2``; the default ``last_stride=1`` (as every
-    stgraph model) gives :math:`16 \times 8` maps. The restricted random
-    sampling of the frames is the data loader's
-    (:func:`~stgraph.data.make_train_loader`).
+    ``diversity_weight`` :math:`= 0.1` (the paper gives no value; :math:`R`
+    starts near its maximum :math:`K(K-1) = 30` for near-uniform maps, so 0.1
+    starts it at about 3, the size of the other terms), :math:`R` averaged over
+    frames and clips, ``num_parts`` :math:`K = 6` (the paper's figures show 6
+    models; the authors' partial code uses 3), ``hidden_channels``
+    :math:`d = 64` (the authors' code's width), one temporal weight vector per
+    part without bias, and the optional per-part linear reduction
+    ``part_channels``. The paper's ResNet-50 maps are :math:`8 \times 4`
+    (:math:`L = 32`) for :math:`256 \times 128` frames, i.e.
+    ``last_stride=2``; the default ``last_stride=1`` (as every stgraph model)
+    gives :math:`16 \times 8` maps. The restricted random sampling of the
+    frames is the data loader's (:func:`~stgraph.data.make_train_loader`).
+
+    What the authors' partial code (github.com/ShuangLI59/Diversity-Regularized-Spatiotemporal-Attention)
+    does, and where we differ from it:
+
+    * its regulariser (``trainers.py``) is
+      :math:`\sqrt{\sum_{b,n} \lVert Q_{b,n} Q_{b,n}^\top - I \rVert_F^2 + 10^{-5}}`,
+      the square root of the sum over every frame of the batch (a norm, not
+      squared, and growing with the batch), added to the loss with weight 1.
+      Ours by default (``diversity_form="paper"``) is the mean of the squared
+      norms, :math:`\lambda R` above; ``diversity_form="code"`` gives the code's
+      form, :math:`\lambda \sqrt{\sum_{b,n} R_{b,n} + 10^{-5}}` (pass
+      ``diversity_weight=1`` for the code's weight as well);
+    * its part features go through one shared ``Linear(2048, 128)`` and are
+      L2-normalised per part; our ``part_channels`` is one linear layer per part
+      (not shared) without normalisation, and :obj:`None` (no layer) by default;
+    * its spatial layer is ``shared_attention=True`` (see
+      :class:`~stgraph.nn.MultiPartSpatialAttention`).
 
     Args:
         num_classes (int): number of training identities.
@@ -79,8 +98,8 @@ class DRSTA(VideoReIDModel):
         hidden_channels (int): hidden width :math:`d` of each spatial attention
             model. (default: :obj:`64`)
         shared_attention (bool): the authors' shared spatial attention (one 1x1
-            convolution :math:`C \to d` + BN + ReLU, then 1x1 :math:`d \to K`)
-            instead of the paper's :math:`K` separate models, see
+            convolution :math:`C \to d` + BN + ReLU, then 1x1 :math:`d \to K` +
+            BN, the last a learned per-part temperature) instead of the paper's :math:`K` separate models, see
             :class:`~stgraph.nn.MultiPartSpatialAttention`. (default: :obj:`False`)
         part_channels (int, optional): if set, each attended part
             :math:`\mathbf{x}_k` is mapped by its own linear layer
@@ -89,6 +108,10 @@ class DRSTA(VideoReIDModel):
             :math:`K C` (ours; :obj:`None` is the paper's plain
             concatenation). (default: :obj:`None`)
         diversity_weight (float): :math:`\lambda \ge 0`. (default: :obj:`0.1`)
+        diversity_form (str): ``"paper"``, :math:`\lambda` times the mean of
+            :math:`R_{b,n}` over the frames, or ``"code"``, :math:`\lambda
+            \sqrt{\sum_{b,n} R_{b,n} + 10^{-5}}` as the authors' ``trainers.py``.
+            (default: ``"paper"``)
 
     Shapes:
         - **input:** clips :math:`(B, T, 3, H, W)`
@@ -98,14 +121,14 @@ class DRSTA(VideoReIDModel):
 
     Raises:
         ValueError: ``num_parts`` / ``hidden_channels`` / ``part_channels`` below 1,
-            a negative ``diversity_weight``, or feature maps that are not
+            a negative ``diversity_weight``, an unknown ``diversity_form``, or feature maps that are not
             :math:`(B, T, C, h, w)` with the backbone's :math:`C`.
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None, num_parts: int = 6, hidden_channels: int = 64,
                  shared_attention: bool = False, part_channels: int | None = None,
-                 diversity_weight: float = 0.1) -> None:
+                 diversity_weight: float = 0.1, diversity_form: str = "paper") -> None:
         if num_parts < 1 or hidden_channels < 1:
             raise ValueError(f"num_parts and hidden_channels must be >= 1, got {num_parts} "
                              f"and {hidden_channels}")
@@ -113,6 +136,9 @@ class DRSTA(VideoReIDModel):
             raise ValueError(f"part_channels must be >= 1 or None, got {part_channels}")
         if not 0 <= diversity_weight < float("inf"):
             raise ValueError(f"diversity_weight must be finite and >= 0, got {diversity_weight}")
+        if diversity_form not in _DIVERSITY_FORMS:
+            raise ValueError(f"unknown diversity_form {diversity_form!r}; choose one of: "
+                             f"{', '.join(_DIVERSITY_FORMS)}")
         super().__init__(num_classes, backbone, last_stride, pretrained)
         C, K = self.feat_channels, num_parts
         self.num_parts = num_parts
@@ -120,6 +146,7 @@ class DRSTA(VideoReIDModel):
         self.shared_attention = bool(shared_attention)
         self.part_channels = part_channels
         self.diversity_weight = float(diversity_weight)
+        self.diversity_form = diversity_form
         self.spatial = MultiPartSpatialAttention(C, K, hidden_channels, shared=shared_attention)
         self.temporal = PartTemporalAttention(C, K)
         if part_channels is not None:
@@ -145,6 +172,10 @@ class DRSTA(VideoReIDModel):
             cells; ``"temporal"`` :math:`(B, T, K)`, each part's weights summing to 1
             over the frames; ``"parts"`` :math:`(B, T, K, C)` the attended part features
             of every frame.
+
+        Raises:
+            ValueError: feature maps that are not :math:`(B, T, C, h, w)` with the
+                backbone's :math:`C`.
         """
         self._check(feature_maps)
         parts, spatial = self.spatial(feature_maps)  # (B, T, K, C), (B, T, K, h, w)
@@ -161,6 +192,9 @@ class DRSTA(VideoReIDModel):
             clip = self.reduce(clip.reshape(B, -1, 1))  # (B, K D, 1)
         f = clip.reshape(B, -1)  # (B, K D): the K parts concatenated
         out = self._output(("parts",), [f], self.necks)
-        div = hellinger_diversity(spatial.flatten(-2))  # mean over the B T frames
+        if self.diversity_form == "paper":
+            div = hellinger_diversity(spatial.flatten(-2))  # mean over the B T frames
+        else:  # the authors' trainers.py: sqrt of the sum over the B T frames
+            div = torch.sqrt(hellinger_diversity(spatial.flatten(-2), reduction="sum") + 1e-5)
         out["regularizers"] = {"drsta_div": self.diversity_weight * div}
         return out

@@ -39,15 +39,30 @@ class MultiPartSpatialAttention(nn.Module):
     1x1 convolution :math:`K d \to K` with :math:`K` groups (the
     :math:`\mathbf{w}'_k`).
 
-    With ``shared=True``, the layer of the authors' partial code instead: one
+    With ``shared=True``, the layer of the authors' partial code instead
+    (``SattentionNet`` in ``multiple_spatial_attention.py`` of
+    github.com/ShuangLI59/Diversity-Regularized-Spatiotemporal-Attention): one
     1x1 convolution :math:`C \to d` shared by the :math:`K` models, batch norm,
-    ReLU, then a 1x1 convolution :math:`d \to K`, i.e.
-    :math:`e_{n,k,l} = \mathbf{w}'^{\top}_k \mathrm{ReLU}(\mathrm{BN}(W
-    \mathbf{x}_{n,l}))` (no biases: the BN shift replaces :math:`\mathbf{b}`, and
-    the softmax ignores :math:`b'_k`). It has :math:`K` times fewer
-    parameters in the first layer. The default is the paper's equation
-    (``shared=False``): per-model :math:`W_k` is what sec. 3.2 writes, and the
-    authors' code is partial (it never released the temporal attention).
+    ReLU, a 1x1 convolution :math:`d \to K`, and a second batch norm over the
+    :math:`K` score channels (the code's ``bn2``), i.e.
+
+    .. math::
+        e_{n,k,l} = \mathrm{BN}_k\Big(\mathbf{w}'^{\top}_k
+        \mathrm{ReLU}\big(\mathrm{BN}(W \mathbf{x}_{n,l})\big)\Big)
+
+    (no convolution biases: the first BN's shift replaces :math:`\mathbf{b}`).
+    The score BN is not inert under the softmax over the cells: it divides
+    model :math:`k`'s scores by their standard deviation (over the batch and
+    the cells in training, the running one in eval) and multiplies them by a
+    learned :math:`\gamma_k`, a learned per-part temperature. Its shift
+    :math:`\beta_k` is, like the subtracted mean and :math:`b'_k`, a constant
+    over the cells that the softmax ignores: the parameter is kept, so the
+    layer holds the authors' parameters one for one, but frozen at 0
+    (``requires_grad=False``, it could never get a gradient). This variant has
+    :math:`K` times fewer parameters in the first layer. The default is the
+    paper's equation (``shared=False``): per-model :math:`W_k` is what sec. 3.2
+    writes, and the authors' code is partial (it never released the temporal
+    attention).
 
     Ours: the default width :math:`d = 64` (the paper gives none; 64 is the
     width of the authors' code) and the default :math:`K = 6` (the paper's
@@ -94,10 +109,15 @@ class MultiPartSpatialAttention(nn.Module):
             self.hidden = nn.Conv2d(in_channels, d, 1, bias=False)  # shared W
             self.bn = nn.BatchNorm2d(d)
             self.score = nn.Conv2d(d, K, 1, bias=False)  # the w'_k as rows
+            # the authors' bn2: a learned per-part temperature gamma_k; its shift beta_k is
+            # constant over the cells, ignored by the softmax, so it stays frozen at 0
+            self.score_bn = nn.BatchNorm2d(K)
+            self.score_bn.bias.requires_grad_(False)
         else:
             self.hidden = nn.Conv2d(in_channels, K * d, 1)  # W_k, b_k of the K models stacked
             self.register_module("bn", None)
             self.score = nn.Conv2d(K * d, K, 1, groups=K, bias=False)  # w'_k on group k
+            self.register_module("score_bn", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -105,6 +125,8 @@ class MultiPartSpatialAttention(nn.Module):
         if self.bn is not None:
             self.bn.reset_parameters()
         self.score.reset_parameters()
+        if self.score_bn is not None:
+            self.score_bn.reset_parameters()  # gamma = 1, beta = 0 (frozen)
 
     def scores(self, x: Tensor) -> Tensor:
         r"""The unnormalised scores :math:`e`: :math:`(*, C, h, w) \to (*, K, h, w)`."""
@@ -114,6 +136,8 @@ class MultiPartSpatialAttention(nn.Module):
         if self.bn is not None:
             h = self.bn(h)
         e = self.score(torch.relu(h))  # (N, K, h, w)
+        if self.score_bn is not None:
+            e = self.score_bn(e)  # per-part temperature (shared mode)
         return e.reshape(*lead, *e.shape[1:])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -156,8 +180,15 @@ def hellinger_diversity(attention: Tensor, reduction: str = "mean") -> Tensor:
 
     The square root is taken of :math:`s` clamped at the smallest normal
     number of its dtype, so a cell whose softmax underflowed to 0 gets a
-    finite (zero) gradient instead of :math:`1/(2\sqrt{0})`; the value moves
-    by less than :math:`10^{-18}` per cell in float32.
+    finite (zero) gradient instead of :math:`1/(2\sqrt{0})`. In float32 that
+    number is :math:`1.2 \cdot 10^{-38}`: a clamped cell adds at most
+    :math:`\sqrt{1.2 \cdot 10^{-38}} \approx 1.1 \cdot 10^{-19}` to an entry
+    of :math:`Q_n Q_n^\top` (less in float64). float16 and bfloat16 maps are
+    upcast to float32 first and the result is float32: float16's smallest
+    normal number, :math:`6.1 \cdot 10^{-5}`, has the square root
+    :math:`0.0078`, which would make :math:`R_n` of disjoint one-hot maps
+    visibly non-zero (0.0015 for :math:`K = 3` maps on 4 cells), and
+    bfloat16's 8-bit mantissa would blur the sums of square roots.
 
     Args:
         attention (Tensor): maps :math:`(*, K, L)`, non-negative, each row summing
@@ -167,7 +198,8 @@ def hellinger_diversity(attention: Tensor, reduction: str = "mean") -> Tensor:
             ``"none"`` for :math:`R_n` of shape :math:`(*)`. (default: ``"mean"``)
 
     Returns:
-        Tensor: a scalar (``"mean"`` / ``"sum"``) or :math:`(*)` (``"none"``).
+        Tensor: a scalar (``"mean"`` / ``"sum"``) or :math:`(*)` (``"none"``), in
+        float32 for float16 / bfloat16 input, else in the input's dtype.
 
     Raises:
         ValueError: ``attention`` with fewer than 2 dimensions or no cells, or an
@@ -185,6 +217,8 @@ def hellinger_diversity(attention: Tensor, reduction: str = "mean") -> Tensor:
     if attention.dim() < 2 or attention.size(-1) == 0:
         raise ValueError(f"expected attention maps of shape (*, K, L) (flatten the cells of "
                          f"(*, K, h, w) maps first), got {tuple(attention.shape)}")
+    if attention.dtype in (torch.float16, torch.bfloat16):
+        attention = attention.float()  # see the docstring: the clamp and the sums in float32
     q = attention.clamp_min(torch.finfo(attention.dtype).tiny).sqrt()  # (*, K, L)
     gram = q @ q.transpose(-1, -2)  # (*, K, K): 1 - H^2 of every pair
     eye = torch.eye(q.size(-2), dtype=q.dtype, device=q.device)

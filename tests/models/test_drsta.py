@@ -138,3 +138,29 @@ def test_errors():
         DRSTA(num_classes=3, part_channels=0, **SMALL)
     with pytest.raises(ValueError, match="diversity_weight must be finite and >= 0"):
         DRSTA(num_classes=3, diversity_weight=-1.0, **SMALL)
+
+
+def test_code_diversity_form_is_the_authors_sqrt_of_the_batch_sum():
+    # trainers.py of the authors' code: sqrt(sum over every frame of ||Q Q^T - I||_F^2 + 1e-5)
+    torch.manual_seed(3)
+    model = DRSTA(num_classes=3, num_parts=3, diversity_weight=0.7, diversity_form="code",
+                  **SMALL).double()
+    assert model.diversity_form == "code"
+    maps = _maps(b=3, dtype=torch.float64)
+    att = model.attention_head(maps)
+    R = torch.sqrt(att["spatial"].flatten(-2)).matmul(
+        torch.sqrt(att["spatial"].flatten(-2)).transpose(-1, -2))  # (B, T, K, K)
+    R = (R - torch.eye(3, dtype=torch.float64)).pow(2).sum(dim=(-2, -1))  # (B, T)
+    out = model.forward_head(maps)
+    torch.testing.assert_close(out["regularizers"]["drsta_div"],
+                               0.7 * torch.sqrt(R.sum() + 1e-5))
+    # unlike the default mean, it grows with the batch: a batch of the clips twice -> x sqrt 2
+    twice = model.forward_head(torch.cat((maps, maps)))["regularizers"]["drsta_div"]
+    torch.testing.assert_close(twice, 0.7 * torch.sqrt(2 * R.sum() + 1e-5))
+    paper = DRSTA(num_classes=3, num_parts=3, diversity_weight=0.7, **SMALL).double()
+    paper.load_state_dict(model.state_dict())
+    torch.testing.assert_close(paper.forward_head(maps)["regularizers"]["drsta_div"],
+                               0.7 * R.mean())
+    with pytest.raises(ValueError, match="unknown diversity_form 'authors'; choose one of: "
+                                         "paper, code"):
+        DRSTA(num_classes=3, diversity_form="authors", **SMALL)

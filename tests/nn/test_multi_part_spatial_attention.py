@@ -56,12 +56,16 @@ def _naive(layer, x):
             h = cells @ layer.hidden.weight[:, :, 0, 0].t()  # (N, L, d)
             h = (h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
             w2 = layer.score.weight[k, :, 0, 0]
+            sb = layer.score_bn  # the authors' bn2 on the scores, model k's channel
+            e = torch.relu(h) @ w2
+            e = (e - sb.running_mean[k]) / torch.sqrt(sb.running_var[k] + sb.eps) * sb.weight[k]
+            e = e + sb.bias[k]
         else:
             w = layer.hidden.weight[k * d:(k + 1) * d, :, 0, 0]  # W_k (d, C)
             b = layer.hidden.bias[k * d:(k + 1) * d]  # b_k
             h = cells @ w.t() + b
             w2 = layer.score.weight[k, :, 0, 0]  # w'_k (d,)
-        e = torch.relu(h) @ w2  # (N, L)
+            e = torch.relu(h) @ w2  # (N, L)
         s = torch.softmax(e, dim=1)
         maps.append(s)
         parts.append((s[:, :, None] * cells).sum(dim=1))  # (N, C)
@@ -78,6 +82,9 @@ def test_vectorised_equals_per_part_loop(shared):
             layer.bn.running_var.uniform_(0.5, 2)
             layer.bn.weight.uniform_(0.5, 2)
             layer.bn.bias.uniform_(-1, 1)
+            layer.score_bn.running_mean.uniform_(-1, 1)
+            layer.score_bn.running_var.uniform_(0.1, 4)
+            layer.score_bn.weight.uniform_(0.5, 3)
         layer.eval()
     x = torch.randn(3, 2, 6, 4, 2, dtype=torch.float64)
     parts, s = layer(x)
@@ -92,17 +99,48 @@ def test_gradients_reach_every_parameter(shared):
     layer = MultiPartSpatialAttention(5, num_parts=3, hidden_channels=4, shared=shared)
     parts, s = layer(torch.randn(2, 3, 5, 3, 2))
     (parts.pow(2).sum() + hellinger_diversity(s.flatten(-2))).backward()
+    frozen = [name for name, p in layer.named_parameters() if not p.requires_grad]
+    assert frozen == (["score_bn.bias"] if shared else [])
     for name, p in layer.named_parameters():
-        assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
+        if p.requires_grad:
+            assert p.grad is not None and bool(p.grad.abs().sum() > 0), name
 
 
 def test_parameter_counts_and_repr():
     per_part = MultiPartSpatialAttention(2048, num_parts=3, hidden_channels=64)
     shared = MultiPartSpatialAttention(2048, num_parts=3, hidden_channels=64, shared=True)
     assert sum(p.numel() for p in per_part.parameters()) == 3 * (2048 * 64 + 64) + 3 * 64
-    assert sum(p.numel() for p in shared.parameters()) == 2048 * 64 + 2 * 64 + 64 * 3
+    # the authors' SattentionNet: conv1 2048 -> 64, bn1 (64), conv2 64 -> 3, bn2 (3)
+    assert sum(p.numel() for p in shared.parameters()) == 2048 * 64 + 2 * 64 + 64 * 3 + 2 * 3
+    assert sum(p.numel() for p in shared.parameters() if p.requires_grad) == (
+        2048 * 64 + 2 * 64 + 64 * 3 + 3)  # bn2's shift is frozen
     assert repr(per_part) == "MultiPartSpatialAttention(2048, num_parts=3, hidden_channels=64)"
     assert repr(shared).endswith("hidden_channels=64, shared=True)")
+
+
+def test_shared_scores_go_through_a_per_part_temperature():
+    # the authors' bn2 after the score convolution: in eval mode part k's scores are
+    # (e - mu_k) / sqrt(var_k + eps) * gamma_k + beta_k; mu_k and beta_k are constant over
+    # the cells (the softmax ignores them), gamma_k / sqrt(var_k + eps) is a temperature
+    torch.manual_seed(4)
+    layer = MultiPartSpatialAttention(5, num_parts=3, hidden_channels=4, shared=True).double()
+    layer.eval()
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    _, s_plain = layer(x)
+    e = layer.score(torch.relu(layer.bn(layer.hidden(x))))  # the scores before bn2
+    eps = layer.score_bn.eps
+    torch.testing.assert_close(s_plain, torch.softmax(e.flatten(-2) / (1 + eps) ** 0.5,
+                                                      dim=-1).view_as(s_plain))
+    with torch.no_grad():
+        layer.score_bn.weight.copy_(torch.tensor([1.0, 3.0, 1.0]))  # sharpen part 1 only
+        layer.score_bn.running_var.fill_(4.0)  # and halve every part's scores
+        layer.score_bn.running_mean.uniform_(-2, 2)  # constant over the cells: no effect
+        layer.score_bn.bias.uniform_(-2, 2)  # likewise
+    _, s = layer(x)
+    scale = torch.tensor([1.0, 3.0, 1.0], dtype=torch.float64) / (4 + eps) ** 0.5
+    expected = torch.softmax(e.flatten(-2) * scale[:, None], dim=-1).view_as(s)
+    torch.testing.assert_close(s, expected)
+    assert not torch.allclose(s[:, 1], s_plain[:, 1], atol=1e-3)  # not ignored by the softmax
 
 
 def test_errors():
@@ -158,6 +196,27 @@ def test_diversity_gradient_is_finite_where_the_softmax_underflows():
     assert bool((s == 0).any())  # exact zeros in float32
     hellinger_diversity(s).backward()
     assert bool(torch.isfinite(logits.grad).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_diversity_of_half_precision_maps_is_computed_in_float32(dtype):
+    # disjoint one-hot maps: clamping the zeros at float16's smallest normal number
+    # (6.1e-5, square root 0.0078) would give R = 0.0015 instead of 0
+    maps = torch.zeros(2, 3, 4)
+    maps[..., 0, 1] = maps[..., 1, 3] = maps[..., 2, 0] = 1.0
+    r = hellinger_diversity(maps.to(dtype))
+    assert r.dtype == torch.float32
+    assert r.item() < 1e-30
+    # near-uniform maps: the float32 value of the rounded maps, not a bfloat16 blur
+    g = torch.Generator().manual_seed(0)
+    s = torch.softmax(0.1 * torch.randn(4, 6, 32, generator=g), dim=-1).to(dtype)
+    r = hellinger_diversity(s, reduction="none")
+    assert r.dtype == torch.float32
+    torch.testing.assert_close(r, hellinger_diversity(s.float(), reduction="none"))
+    # gradients reach the half-precision maps, in their dtype
+    s = s.clone().requires_grad_(True)
+    hellinger_diversity(s).backward()
+    assert s.grad.dtype == dtype and bool(torch.isfinite(s.grad.float()).all())
 
 
 def test_diversity_errors():
