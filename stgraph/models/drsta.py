@@ -71,8 +71,8 @@ class DRSTA(VideoReIDModel):
     gives :math:`16 \times 8` maps. The restricted random sampling of the
     frames is the data loader's (:func:`~stgraph.data.make_train_loader`).
 
-    What the authors' partial code (github.com/ShuangLI59/Diversity-Regularized-Spatiotemporal-Attention)
-    does, and where we differ from it:
+    What the authors' partial code does, and where we differ from it (code:
+    https://github.com/ShuangLI59/Diversity-Regularized-Spatiotemporal-Attention):
 
     * its regulariser (``trainers.py``) is
       :math:`\sqrt{\sum_{b,n} \lVert Q_{b,n} Q_{b,n}^\top - I \rVert_F^2 + 10^{-5}}`,
@@ -99,7 +99,8 @@ class DRSTA(VideoReIDModel):
             model. (default: :obj:`64`)
         shared_attention (bool): the authors' shared spatial attention (one 1x1
             convolution :math:`C \to d` + BN + ReLU, then 1x1 :math:`d \to K` +
-            BN, the last a learned per-part temperature) instead of the paper's :math:`K` separate models, see
+            BN, the last a learned per-part temperature) instead of the paper's
+            :math:`K` separate models, see
             :class:`~stgraph.nn.MultiPartSpatialAttention`. (default: :obj:`False`)
         part_channels (int, optional): if set, each attended part
             :math:`\mathbf{x}_k` is mapped by its own linear layer
@@ -121,8 +122,9 @@ class DRSTA(VideoReIDModel):
 
     Raises:
         ValueError: ``num_parts`` / ``hidden_channels`` / ``part_channels`` below 1,
-            a negative ``diversity_weight``, an unknown ``diversity_form``, or feature maps that are not
-            :math:`(B, T, C, h, w)` with the backbone's :math:`C`.
+            a negative ``diversity_weight``, an unknown ``diversity_form``, or
+            feature maps that are not :math:`(B, T, C, h, w)` with the backbone's
+            :math:`C`.
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
