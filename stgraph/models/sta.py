@@ -46,7 +46,9 @@ class STA(VideoReIDModel):
     (:func:`~stgraph.nn.inter_frame_regularization`, averaged over the clips) is
     returned as ``outputs["regularizers"]["sta_reg"]``, already weighted, which
     :class:`~stgraph.losses.ReIDLoss` adds to the loss and logs; it is there in
-    train and eval mode alike.
+    train and eval mode alike, and in float32 at least whatever the dtype of the
+    maps (it is computed from :math:`g`, which is float32 for half-precision
+    maps, and is not cast back).
 
     Choices (ours, the paper leaves them open or we do not follow the public
     re-implementation, see ``docs/models/sta.md``):
@@ -58,16 +60,18 @@ class STA(VideoReIDModel):
       backbone width, so the embedding is as wide as TP's; PyTorch's default
       initialisation of the FC.
     * ``reg_weight`` :math:`\lambda = 1`: the regulariser is dimensionless, at
-      most :math:`\sqrt 2`, and as a norm (not a squared norm) its gradient on
-      the maps :math:`g` has unit length whatever its value. Measured at
+      most :math:`\sqrt 2`, and as a norm (not a squared norm) the gradient on
+      the maps :math:`g` of one pair's term has unit length whatever its value
+      (of the mean over pairs, length at most 1). Measured at
       initialisation (synthetic clips, 128 x 64, :math:`T = 4`), with
       :math:`\lambda = 1` it is 0.02 (random ResNet-18) to 0.15 (ImageNet
       EfficientNet-Lite0) against about 3.6 for cross-entropy + triplet, and its
       gradient into the backbone is 0.7 % to 5 % of theirs: a gentle pull of the
       frames' attention towards each other that does not override identity
       learning, yet is not negligible (0.1 would be). 0 switches it off.
-    * ``reg_pairs="all"``: the mean over all frame pairs instead of one random
-      pair (its expectation, deterministic, order-invariant); ``"first_last"``
+    * ``reg_pairs="all"``: the mean over all frame pairs (the paper regularises
+      "two frames of a clip" without saying which; this is the expectation over
+      a uniformly drawn pair, deterministic, order-invariant); ``"first_last"``
       is the other choice.
     * The retrieval embedding is the BNNeck's output (BNNeck, Luo et al., CVPRW
       2019), not the paper's plain FC feature.
@@ -132,7 +136,7 @@ class STA(VideoReIDModel):
         out = self._output(("sta",), [v], self.necks)
         reg = inter_frame_regularization(att.spatial, pairs=self.reg_pairs,
                                          weight=self.reg_weight)
-        out["regularizers"] = {"sta_reg": reg.to(v.dtype)}
+        out["regularizers"] = {"sta_reg": reg}  # float32 at least, as g (not v's dtype)
         return out
 
     def attention_head(self, feature_maps: Tensor) -> dict[str, Tensor]:
@@ -146,6 +150,10 @@ class STA(VideoReIDModel):
             column sums to 1 over the frames), ``"frames"`` :math:`(B, K)` the frame
             each block of the discriminative map comes from, and ``"row_blocks"``
             :math:`(h,)` the block of every row.
+
+        Raises:
+            ValueError: feature maps that are not 5-D, have no frame / channel /
+                cell, or fewer than ``num_blocks`` rows.
         """
         att = self.attention(feature_maps)
         h = feature_maps.size(-2)

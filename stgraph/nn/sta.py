@@ -120,16 +120,17 @@ class SpatialTemporalAttention(nn.Module):
     :math:`\lVert \sum_d f_n(h, w, d)^2 \rVert_2`, the norm of a non-negative
     scalar, i.e. the sum of squares used here (not the plain L2 norm of the
     channel vector that a public re-implementation uses); :math:`\epsilon`
-    (default :math:`10^{-12}`) keeps an all-zero frame's :math:`g` uniform
-    instead of 0/0; :math:`g` and :math:`S` are computed in float32 at least
-    (half-precision maps are upcast, the sum of 2048 squares overflows float16);
+    (default :math:`10^{-12}`, must be positive) keeps an all-zero frame's
+    :math:`g` uniform instead of 0/0; :math:`g` and :math:`S` are computed in
+    float32 at least (half-precision maps are upcast, the sum of 2048 squares
+    overflows float16);
     :math:`K` need not divide :math:`h` (near-equal blocks, :func:`sta_row_blocks`).
 
     Args:
         num_blocks (int): horizontal blocks :math:`K` (4 in common use; the paper
             leaves it open). (default: :obj:`4`)
-        eps (float): :math:`\epsilon \ge 0` added to every cell's energy.
-            (default: :obj:`1e-12`)
+        eps (float): :math:`\epsilon > 0` added to every cell's energy (0 would
+            give NaN for an all-zero frame). (default: :obj:`1e-12`)
 
     Shapes:
         - **input:** feature maps :math:`(B, T, C, h, w)` with :math:`h \ge K`
@@ -138,7 +139,7 @@ class SpatialTemporalAttention(nn.Module):
           frames (B, K))``
 
     Raises:
-        ValueError: ``num_blocks < 1`` or ``eps < 0`` (constructor); feature maps
+        ValueError: ``num_blocks < 1`` or ``eps <= 0`` (constructor); feature maps
             that are not 5-D, have no frame / channel / cell, or fewer than
             :math:`K` rows.
 
@@ -155,8 +156,9 @@ class SpatialTemporalAttention(nn.Module):
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
+        if not 0 < eps < float("inf"):
+            raise ValueError(f"eps must be finite and > 0 (an all-zero frame would give "
+                             f"0/0), got {eps}")
         self.num_blocks = int(num_blocks)
         self.eps = float(eps)
 
@@ -205,12 +207,13 @@ def inter_frame_regularization(spatial: Tensor, pairs: str = "all", weight: floa
         \lVert g_i - g_j \rVert_F = \Big(\sum_{h, w} \big(g_i(h, w) - g_j(h, w)\big)^2
         \Big)^{1/2}
 
-    The paper draws two frames :math:`i, j` of the clip at random; the pair set
+    The paper regularises "two frames :math:`i, j` of a clip" without saying
+    which (our sources do not show how they are picked); the pair set
     :math:`\mathcal{P}` here is deterministic (ours):
 
-    * ``"all"``: every pair :math:`i < j`. Its mean is the expectation of the
-      paper's randomly drawn pair, without the sampling noise, and, like
-      :math:`S`, it does not depend on the order of the frames.
+    * ``"all"``: every pair :math:`i < j`. Its mean is the expectation over a
+      uniformly drawn pair, without the sampling noise, and, like :math:`S`, it
+      does not depend on the order of the frames.
     * ``"first_last"``: the single pair :math:`(1, T)`.
 
     A one-frame clip has no pair: its regulariser is 0.

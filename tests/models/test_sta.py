@@ -119,3 +119,18 @@ def test_errors():
             STA(num_classes=3, reg_weight=bad, **SMALL)
     with pytest.raises(ValueError, match="unknown reg_pairs 'random'"):
         STA(num_classes=3, reg_pairs="random", **SMALL)
+
+
+def test_regularizer_stays_float32_for_half_precision_maps():
+    # g is computed in float32 from bfloat16 maps; the regulariser must not be rounded to
+    # bfloat16 (8 bits of mantissa) on its way into the loss
+    torch.manual_seed(4)
+    model = STA(num_classes=3, reg_weight=0.37, **SMALL).to(torch.bfloat16)
+    maps = torch.randn(3, T, 512, 4, 2).relu().to(torch.bfloat16)
+    out = model.forward_head(maps)
+    assert out["features"][0].dtype == torch.bfloat16
+    reg = out["regularizers"]["sta_reg"]
+    assert reg.dtype == torch.float32
+    g = SpatialTemporalAttention(num_blocks=4)(maps).spatial
+    assert g.dtype == torch.float32
+    torch.testing.assert_close(reg, 0.37 * inter_frame_regularization(g), rtol=1e-6, atol=0)

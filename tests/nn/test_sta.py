@@ -14,43 +14,54 @@ from stgraph.nn import (
 
 
 def _two_frame_maps():
-    """B = 1, T = 2, C = 2, 2 x 2 maps; rows are the K = 2 blocks."""
+    """B = 1, T = 2, C = 2, 2 x 2 maps; rows are the K = 2 blocks.
+
+    Frame 1 has the same energy in every cell (uniform g), so its block scores are
+    (1/2, 1/2) while frame 0's are (1/4, 3/4): the columns of s do not sum to 1 over the
+    frames, and S(n, k) normalised over the frames differs from s normalised over the blocks.
+    Frame 1's rows differ from frame 0's, so the chosen frame of each block shows in the maps.
+    """
     f = torch.zeros(1, 2, 2, 2, 2, dtype=torch.float64)
     f[0, 0, 0] = torch.tensor([[1.0, 0.0], [2.0, 1.0]])  # frame 0, channel 0
     f[0, 0, 1] = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # frame 0, channel 1
-    f[0, 1, 0] = torch.tensor([[3.0, 0.0], [0.0, 1.0]])  # frame 1, channel 0
-    f[0, 1, 1] = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # frame 1, channel 1
+    f[0, 1, 0] = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # frame 1, channel 0
+    f[0, 1, 1] = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # frame 1, channel 1
     return f
 
 
 def test_scores_chosen_frames_and_maps_by_hand():
     f = _two_frame_maps()
-    out = SpatialTemporalAttention(num_blocks=2, eps=0.0)(f)
+    out = SpatialTemporalAttention(num_blocks=2)(f)  # eps = 1e-12: below the tolerance
     assert isinstance(out, STAOutput)
-    # energies: frame 0 [[1, 1], [4, 2]] (sum 8), frame 1 [[9, 0], [1, 2]] (sum 12)
+    # energies: frame 0 [[1, 1], [4, 2]] (sum 8), frame 1 [[1, 1], [1, 1]] (sum 4)
     g0 = torch.tensor([[1 / 8, 1 / 8], [4 / 8, 2 / 8]], dtype=torch.float64)
-    g1 = torch.tensor([[9 / 12, 0.0], [1 / 12, 2 / 12]], dtype=torch.float64)
+    g1 = torch.full((2, 2), 1 / 4, dtype=torch.float64)
     torch.testing.assert_close(out.spatial[0], torch.stack([g0, g1]))
-    # s_0 = (1/4, 3/4), s_1 = (3/4, 1/4); every block's column already sums to 1 over n
-    S = torch.tensor([[1 / 4, 3 / 4], [3 / 4, 1 / 4]], dtype=torch.float64)  # S[n, k]
+    # block sums s_0 = (1/4, 3/4), s_1 = (1/2, 1/2); S(n, k) = s_{n,k} / sum_n s_{n,k}:
+    # block 0: (1/4, 1/2) / (3/4) = (1/3, 2/3); block 1: (3/4, 1/2) / (5/4) = (3/5, 2/5)
+    S = torch.tensor([[1 / 3, 3 / 5], [2 / 3, 2 / 5]], dtype=torch.float64)  # S[n, k]
     torch.testing.assert_close(out.scores[0], S)
-    # block 0 (row 0) is taken from frame 1, block 1 (row 1) from frame 0
+    # (normalised over the blocks instead it would be s itself: [[1/4, 3/4], [1/2, 1/2]])
+    # block 0 (row 0) is taken from frame 1 (2/3 > 1/3), block 1 (row 1) from frame 0
+    # (3/5 > 2/5)
     assert out.frames.tolist() == [[1, 0]]
-    disc = torch.tensor([[[3.0, 0.0], [2.0, 1.0]],  # channel 0: row 0 of f_1, row 1 of f_0
-                         [[0.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)  # channel 1
+    disc = torch.tensor([[[0.0, 1.0], [2.0, 1.0]],  # channel 0: row 0 of f_1, row 1 of f_0
+                         [[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)  # channel 1
     torch.testing.assert_close(out.discriminative[0], disc)
-    # row 0: 1/4 f_0 + 3/4 f_1; row 1: 3/4 f_0 + 1/4 f_1
-    glob = torch.tensor([[[2.5, 0.0], [1.5, 1.0]],
-                         [[0.0, 0.25], [0.25, 1.0]]], dtype=torch.float64)
+    # row 0: 1/3 f_0 + 2/3 f_1; row 1: 3/5 f_0 + 2/5 f_1
+    # channel 0: 1/3 (1, 0) + 2/3 (0, 1) = (1/3, 2/3); 3/5 (2, 1) + 2/5 (1, 0) = (8/5, 3/5)
+    # channel 1: 1/3 (0, 1) + 2/3 (1, 0) = (2/3, 1/3); 3/5 (0, 1) + 2/5 (0, 1) = (0, 1)
+    glob = torch.tensor([[[1 / 3, 2 / 3], [8 / 5, 3 / 5]],
+                         [[2 / 3, 1 / 3], [0.0, 1.0]]], dtype=torch.float64)
     torch.testing.assert_close(out.global_map[0], glob)
 
 
 def test_regularizer_by_hand():
     f = _two_frame_maps()
-    g = SpatialTemporalAttention(num_blocks=2, eps=0.0)(f).spatial
-    # g_0 - g_1 = [[-5/8, 1/8], [5/12, 1/12]]
-    expected = math.sqrt(25 / 64 + 1 / 64 + 25 / 144 + 1 / 144)
-    assert inter_frame_regularization(g).item() == pytest.approx(expected, rel=1e-12)
+    g = SpatialTemporalAttention(num_blocks=2)(f).spatial
+    # g_0 - g_1 = [[-1/8, -1/8], [1/4, 0]]
+    expected = math.sqrt(1 / 64 + 1 / 64 + 1 / 16)  # = sqrt(6) / 8
+    assert inter_frame_regularization(g).item() == pytest.approx(expected, rel=1e-9)
     assert inter_frame_regularization(g, weight=0.3).item() == pytest.approx(0.3 * expected)
     assert inter_frame_regularization(g, pairs="first_last").item() == pytest.approx(expected)
 
@@ -165,6 +176,17 @@ def test_all_zero_frame_gets_uniform_attention():
     assert torch.isfinite(out.scores).all()
 
 
+def test_eps_zero_is_refused_as_it_gives_nan_for_an_all_zero_frame():
+    f = torch.zeros(1, 2, 3, 4, 2)
+    f[0, 1] = 1.0
+    energy = f.pow(2).sum(dim=2)  # what eps = 0 would divide: 0 / 0 for frame 0
+    assert bool(torch.isnan(energy / energy.sum(dim=(-2, -1), keepdim=True)).any())
+    with pytest.raises(ValueError, match=r"eps must be finite and > 0 .* got 0\.0"):
+        SpatialTemporalAttention(num_blocks=2, eps=0.0)
+    out = SpatialTemporalAttention(num_blocks=2, eps=1e-30)(f)  # any positive eps works
+    assert bool(torch.isfinite(out.spatial).all() and torch.isfinite(out.scores).all())
+
+
 def test_half_precision_maps_are_attended_in_float32():
     # 16 channels of 100: an energy of 160000, past float16's largest value
     f = torch.full((1, 2, 16, 4, 2), 100.0, dtype=torch.float16)
@@ -197,8 +219,9 @@ def test_errors():
         sta(torch.randn(2, 0, 8, 4, 2))
     with pytest.raises(ValueError, match="num_blocks must be >= 1, got 0"):
         SpatialTemporalAttention(num_blocks=0)
-    with pytest.raises(ValueError, match="eps must be >= 0"):
-        SpatialTemporalAttention(eps=-1.0)
+    for eps in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be finite and > 0"):
+            SpatialTemporalAttention(eps=eps)
     with pytest.raises(ValueError, match=r"\(B, T, h, w\), got \(2, 3, 8\)"):
         inter_frame_regularization(torch.rand(2, 3, 8))
     with pytest.raises(ValueError, match="unknown pairs 'random'; choose one of: all, first_last"):
