@@ -51,8 +51,9 @@ class RRUSTIM(VideoReIDModel):
     * the rows :math:`R_r`: adaptive average pooling of the :math:`h` rows of the
       time-and-width mean into ``num_rows`` rows (on 8-high maps with 8 rows, each
       row is one map row, as in the official code; on a 16-high map each row averages
-      two; on maps lower than ``num_rows`` rows are repeated, so the part loss weighs
-      each map row by how often it is repeated);
+      two; on maps lower than ``num_rows`` the rows are area-resampled by the same
+      adaptive average pooling, so the part loss weighs each map row by its share of
+      the pooled rows);
     * no auxiliary classifier (the official code adds Inception-v3's auxiliary logits
       with a CE loss, a property of that backbone);
     * a BNNeck on :math:`f` and label smoothing (the repository's common recipe; the
@@ -130,6 +131,10 @@ class RRUSTIM(VideoReIDModel):
           :math:`(C, h, w)`, in :math:`(0, 1]`: the fraction of the refined map taken
           from frame :math:`t`; 1 for frame 0 (ours). Not normalised over frames.
         * ``"gates"`` :math:`(B, T, C, h, w)`: the gates themselves.
+
+        Raises:
+            ValueError: feature maps that are not :math:`(B, T, C, h, w)` with the
+                backbone's :math:`C`.
         """
         gates = self.rru(feature_maps).gates  # (B, T, C, h, w)
         mean = gates.mean(dim=2, keepdim=True)  # (B, T, 1, h, w)

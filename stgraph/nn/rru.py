@@ -66,10 +66,11 @@ class RRU(nn.Module):
     1x1 convolution to 64 channels reshaped to 8x8: an MLP over the 64 positions, which
     exists only for 8x8 maps. Ours keeps that MLP on a fixed grid of ``spatial_grid``
     :math:`= (G_h, G_w)` positions (default :math:`(8, 8)`): the channel-mean map is
-    resampled to the grid by area averaging (:math:`\mathcal{R}_G`,
-    :func:`~torch.nn.functional.adaptive_avg_pool2d`: cells are averaged when the map
-    is larger, repeated when it is smaller), and the MLP's output back to :math:`h
-    \times w` the same way (:math:`\mathcal{R}_{h \times w}`). So
+    area-resampled to the grid (:math:`\mathcal{R}_G`, adaptive average pooling,
+    :func:`~torch.nn.functional.adaptive_avg_pool2d`: each grid position is the mean
+    of the map cells its bin overlaps, whether the map is larger or smaller than the
+    grid), and the MLP's output back to :math:`h \times w` the same way
+    (:math:`\mathcal{R}_{h \times w}`). So
 
     * on a map of exactly the grid's size both resamplings are the identity and the
       layer *is* the MLP over the :math:`hw` positions (on 8x8 maps: the official
@@ -80,7 +81,8 @@ class RRU(nn.Module):
       see all parameters from the start), position-aware like the official layer;
     * on larger maps the spatial attention is coarser than the map (blocks of
       :math:`\lceil h / G_h \rceil \times \lceil w / G_w \rceil` cells share a value
-      up to the averaging); on smaller maps it loses nothing (cells are repeated).
+      up to the averaging); on smaller maps every cell reaches the MLP, through the
+      area-resampled (adaptive average pooled) grid positions whose bins overlap it.
 
     The alternatives were a Linear over the :math:`hw` positions built for one map
     size (the CLI does not know the map size when it builds the model, and a lazily
@@ -180,7 +182,15 @@ class RRU(nn.Module):
         Returns:
             ``(a_c (N, C), a_s (N, h, w))``, unbounded scores; the gate is
             :math:`\sigma(a_c \otimes a_s)`.
+
+        Raises:
+            ValueError: ``u`` that is not 4-D :math:`(N, D, h, w)` with
+                :math:`D` = ``hidden_channels``.
         """
+        if u.dim() != 4 or u.size(1) != self.hidden_channels:
+            raise ValueError(f"expected transition outputs u of shape (N, D, h, w) with "
+                             f"D = hidden_channels = {self.hidden_channels}, "
+                             f"got {tuple(u.shape)}")
         N, _, h, w = u.shape
         a_c = self.channel_attention(u.mean(dim=(2, 3)))  # (N, C)
         m = u.mean(dim=1, keepdim=True)  # (N, 1, h, w) channel mean
@@ -198,7 +208,17 @@ class RRU(nn.Module):
 
         The plain form of what :meth:`forward` computes inside its loop (which applies
         the motion half of the transition to all frames at once).
+
+        Raises:
+            ValueError: ``s_prev``, ``x_t``, ``x_prev`` not all of one 4-D shape
+                :math:`(N, C, h, w)` with :math:`C` = ``in_channels``.
         """
+        if not (s_prev.shape == x_t.shape == x_prev.shape and x_t.dim() == 4
+                and x_t.size(1) == self.in_channels):
+            raise ValueError(f"expected s_prev, x_t and x_prev of one shape (N, C, h, w) with "
+                             f"C = in_channels = {self.in_channels}, got "
+                             f"{tuple(s_prev.shape)}, {tuple(x_t.shape)} and "
+                             f"{tuple(x_prev.shape)}")
         u = self.transition(torch.cat([s_prev - x_t, x_t - x_prev], dim=1))
         a_c, a_s = self.attention(F.relu(self.bn(u)))
         return torch.sigmoid(a_c[:, :, None, None] * a_s[:, None])

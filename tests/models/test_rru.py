@@ -118,3 +118,10 @@ def test_errors(model):
         model.forward_head(torch.zeros(2, 512, 4, 2))
     with pytest.raises(ValueError, match="in_channels=512"):
         model.forward_head(torch.zeros(2, T, 256, 4, 2))
+
+
+def test_attention_head_errors(model):
+    with pytest.raises(ValueError, match=r"\(B, T, C, h, w\), got \(2, 512, 4, 2\)"):
+        model.attention_head(torch.zeros(2, 512, 4, 2))
+    with pytest.raises(ValueError, match="in_channels=512"):
+        model.attention_head(torch.zeros(2, T, 256, 4, 2))

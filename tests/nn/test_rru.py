@@ -177,6 +177,27 @@ def test_errors():
         RRU(4, hidden_channels=0)
 
 
+def test_gate_and_attention_errors():
+    rru = _rru()  # C = 6
+    D = rru.hidden_channels
+    x = torch.zeros(3, 6, 4, 2, dtype=torch.float64)
+    assert rru.gate(x, x, x).shape == x.shape
+    with pytest.raises(ValueError, match=r"one shape \(N, C, h, w\) with C = in_channels = 6, "
+                                         r"got \(3, 6, 4, 2\), \(3, 6, 4, 1\) and"):
+        rru.gate(x, x[..., :1], x)
+    with pytest.raises(ValueError, match="in_channels = 6"):
+        rru.gate(x[:, :5], x[:, :5], x[:, :5])
+    with pytest.raises(ValueError, match="in_channels = 6"):
+        rru.gate(x[0], x[0], x[0])
+    u = torch.zeros(3, D, 4, 2, dtype=torch.float64)
+    a_c, a_s = rru.attention(u)
+    assert a_c.shape == (3, 6) and a_s.shape == (3, 4, 2)
+    with pytest.raises(ValueError, match=rf"D = hidden_channels = {D}, got \(3, {D + 1}, 4, 2\)"):
+        rru.attention(torch.zeros(3, D + 1, 4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=rf"got \({D}, 4, 2\)"):
+        rru.attention(u[0])
+
+
 def test_repr_and_parameters():
     rru = RRU(2048)
     assert repr(rru) == "RRU(2048, hidden_channels=256, spatial_grid=(8, 8))"
