@@ -31,7 +31,10 @@ class ReIDLoss(nn.Module):
 
     * ``part_triplet_features`` :math:`(B, P, D)`: the batch-hard triplet loss of each
       of the :math:`P` parts, averaged over parts, with weight :math:`w_{ptri}` (RRU's
-      part triplet, Liu et al., AAAI 2019); logged as ``"part_triplet"``.
+      part triplet, Liu et al., AAAI 2019); logged as ``"part_triplet"``. The
+      :math:`P` losses are computed at once (:meth:`TripletLoss.per_part
+      <stgraph.losses.TripletLoss.per_part>` on :math:`(P, B, B)` distances), no
+      loop over the parts.
     * ``regularizers``: a dict of scalar tensors, each already weighted by the model
       (STA's inter-frame regularisation, DRSTA's diversity term), added to the total
       and logged under its own name.
@@ -79,8 +82,8 @@ class ReIDLoss(nn.Module):
             if feats.dim() != 3:
                 raise ValueError("part_triplet_features must be (B, P, D), got "
                                  f"{tuple(feats.shape)}")
-            ptri = sum(self.triplet(feats[:, p], pids) for p in range(feats.size(1)))
-            ptri = ptri / feats.size(1)
+            # all P parts at once: (P, B, B) distances, batch-hard mining on the last axis
+            ptri = self.triplet.per_part(feats, pids).mean()
             total = total + self.part_triplet_weight * ptri
             parts["part_triplet"] = float(ptri.detach())
         for name, value in outputs.get("regularizers", {}).items():

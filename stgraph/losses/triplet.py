@@ -13,16 +13,33 @@ __all__ = ["TripletLoss"]
 
 
 def _euclidean(x: Tensor) -> Tensor:
-    """Pairwise Euclidean distances ``(B, D) -> (B, B)`` with a gradient-safe sqrt.
+    """Pairwise Euclidean distances ``(..., B, D) -> (..., B, B)`` with a gradient-safe
+    sqrt, for every leading index at once.
 
     The squared distance :math:`|x_i|^2 + |x_j|^2 - 2 x_i^T x_j` is clamped at
     1e-12 before the square root: identical features (distance 0, or a tiny
     negative from rounding) get distance 1e-6 and a zero gradient through the
     clamp instead of the infinite derivative of sqrt at 0.
     """
-    sq = x.pow(2).sum(dim=1)  # (B,)
-    d2 = sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (x @ x.t())  # (B, B)
+    sq = x.pow(2).sum(dim=-1)  # (..., B)
+    d2 = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * (x @ x.transpose(-1, -2))  # (..., B, B)
     return d2.clamp_min(1e-12).sqrt()
+
+
+def _batch_hard(dist: Tensor, pids: Tensor, margin: float) -> Tensor:
+    """The batch-hard hinge averaged over the valid anchors: distances ``(..., B, B)``
+    and pids ``(B,)`` -> ``(...)``; see :class:`TripletLoss`."""
+    same = pids.unsqueeze(0) == pids.unsqueeze(1)  # (B, B)
+    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+    pos = same & ~eye
+    neg = ~same
+    d_ap = dist.masked_fill(~pos, float("-inf")).amax(dim=-1)  # (..., B) hardest positive
+    d_an = dist.masked_fill(~neg, float("inf")).amin(dim=-1)  # (..., B) hardest negative
+    valid = pos.any(dim=1) & neg.any(dim=1)  # (B,), the same for every leading index
+    # Invalid rows hold -inf / +inf above; `where` zeroes them and their gradient.
+    # No host sync: with no valid anchor this is 0 / 1, still attached to the graph.
+    hinge = torch.where(valid, (d_ap - d_an + margin).clamp_min(0), 0.0)  # (..., B)
+    return hinge.sum(dim=-1) / valid.sum().clamp_min(1)
 
 
 class TripletLoss(nn.Module):
@@ -71,18 +88,28 @@ class TripletLoss(nn.Module):
             raise ValueError(f"expected pids of shape ({features.size(0)},), "
                              f"got {tuple(pids.shape)}")
         x = features.to(torch.promote_types(features.dtype, torch.float32))
-        dist = _euclidean(x)  # (B, B)
-        same = pids.unsqueeze(0) == pids.unsqueeze(1)  # (B, B)
-        eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
-        pos = same & ~eye
-        neg = ~same
-        d_ap = dist.masked_fill(~pos, float("-inf")).amax(dim=1)  # (B,) hardest positive
-        d_an = dist.masked_fill(~neg, float("inf")).amin(dim=1)  # (B,) hardest negative
-        valid = pos.any(dim=1) & neg.any(dim=1)  # (B,)
-        # Invalid rows hold -inf / +inf above; `where` zeroes them and their gradient.
-        # No host sync: with no valid anchor this is 0 / 1, still attached to the graph.
-        hinge = torch.where(valid, (d_ap - d_an + self.margin).clamp_min(0), 0.0)
-        return hinge.sum() / valid.sum().clamp_min(1)
+        return _batch_hard(_euclidean(x), pids, self.margin)  # (B, B) distances -> scalar
+
+    def per_part(self, features: Tensor, pids: Tensor) -> Tensor:
+        r"""The loss of each of :math:`P` feature sets at once: part features
+        :math:`(B, P, D)` -> :math:`(P,)`, entry :math:`p` equal to
+        ``self(features[:, p], pids)``.
+
+        One :math:`(P, B, B)` stack of distance matrices and the batch-hard mining
+        along its last axis, no loop over the parts (RRU's part triplet in
+        :class:`~stgraph.losses.ReIDLoss` is the mean of this).
+
+        Raises:
+            ValueError: features not 3-D, or pids not ``(B,)``.
+        """
+        if features.dim() != 3:
+            raise ValueError(f"expected part features of shape (B, P, D), "
+                             f"got {tuple(features.shape)}")
+        if pids.shape != features.shape[:1]:
+            raise ValueError(f"expected pids of shape ({features.size(0)},), "
+                             f"got {tuple(pids.shape)}")
+        x = features.to(torch.promote_types(features.dtype, torch.float32)).transpose(0, 1)
+        return _batch_hard(_euclidean(x), pids, self.margin)  # (P, B, B) -> (P,)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(margin={self.margin})"

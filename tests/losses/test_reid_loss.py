@@ -29,6 +29,33 @@ def test_part_triplet_is_the_mean_over_parts_of_the_batch_hard_triplet():
     assert parts.grad is not None and parts.grad.abs().sum() > 0
 
 
+def test_part_triplet_of_three_parts_on_a_larger_batch_equals_the_per_part_losses():
+    # P = 3 parts, 8 identities x 4 clips (B = 32), and a singleton identity whose anchor is
+    # invalid (no positive): the vectorised (P, B, B) mining equals TripletLoss part by part
+    g = torch.Generator().manual_seed(1)
+    pids = torch.cat((torch.arange(8).repeat_interleave(4), torch.tensor([8])))
+    parts = torch.randn(33, 3, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    feat = torch.randn(33, 5, generator=g, dtype=torch.float64)
+    loss_fn = ReIDLoss(num_classes=9, margin=0.4)
+    outputs = {"features": (feat,), "logits": (torch.zeros(33, 9, dtype=torch.float64),)}
+    base, _ = loss_fn(outputs, pids)
+    total, logged = loss_fn({**outputs, "part_triplet_features": parts}, pids)
+    tri = TripletLoss(margin=0.4)
+    per_part = torch.stack([tri(parts[:, p], pids) for p in range(3)])
+    assert bool((per_part > 0).all()) and len(set(per_part.tolist())) == 3  # distinct parts
+    torch.testing.assert_close(tri.per_part(parts, pids), per_part, rtol=1e-12, atol=1e-12)
+    assert logged["part_triplet"] == pytest.approx(per_part.mean().item(), rel=1e-12)
+    torch.testing.assert_close(total, base + per_part.mean(), rtol=1e-12, atol=1e-12)
+    # and the same gradient as the per-part losses
+    (grad,) = torch.autograd.grad(total - base, parts)
+    (expected,) = torch.autograd.grad(per_part.mean(), parts)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    # float32 features: equal up to rounding
+    parts32 = parts.detach().float()
+    torch.testing.assert_close(tri.per_part(parts32, pids),
+                               torch.stack([tri(parts32[:, p], pids) for p in range(3)]))
+
+
 def test_regularizers_are_added_and_logged_by_name():
     pids = torch.tensor([0, 0, 1, 1])
     feat = torch.randn(4, 3)

@@ -96,3 +96,26 @@ def test_errors_and_repr():
     with pytest.raises(ValueError, match="margin must be > 0"):
         TripletLoss(0.0)
     assert repr(TripletLoss()) == "TripletLoss(margin=0.3)"
+
+
+def test_per_part_equals_the_loss_of_each_part():
+    # P = 4 parts of B = 12 features, one singleton identity (an invalid anchor)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(12, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 7])
+    crit = TripletLoss(0.3)
+    got = crit.per_part(x, pids)
+    assert got.shape == (4,)
+    expected = torch.stack([crit(x[:, p], pids) for p in range(4)])
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    (g_got,) = torch.autograd.grad(got.sum(), x)
+    (g_exp,) = torch.autograd.grad(expected.sum(), x)
+    torch.testing.assert_close(g_got, g_exp, rtol=1e-10, atol=1e-12)
+    # no valid anchor: zeros that keep the graph; bfloat16 is promoted like forward
+    zero = crit.per_part(x, torch.arange(12))
+    assert torch.equal(zero, torch.zeros(4, dtype=torch.float64)) and zero.grad_fn is not None
+    assert crit.per_part(x.detach().bfloat16(), pids).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"part features of shape \(B, P, D\), got \(12, 6\)"):
+        crit.per_part(x[:, 0], pids)
+    with pytest.raises(ValueError, match=r"pids of shape \(12,\), got \(11,\)"):
+        crit.per_part(x, pids[:11])
