@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from stgraph.engine import takes_keypoints
 
-__all__ = ["EmbeddingGraph", "check_onnx", "export_onnx", "load_for_export", "onnx_session",
-           "run_onnx"]
+__all__ = ["EmbeddingGraph", "OnnxEmbedder", "check_onnx", "example_inputs", "export_onnx",
+           "load_for_export", "onnx_session", "run_onnx"]
 
 #: Input and output names of the exported graph.
 INPUT_NAMES = ("clips", "keypoints")
@@ -271,3 +271,27 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, *, height: int, width:
                              f"{tuple(eager.shape)} (batch {b})")
         worst = max(worst, float((got - eager).abs().max()))
     return worst
+
+
+class OnnxEmbedder(nn.Module):
+    """An onnxruntime session of an exported graph behind the model interface, so that
+    :class:`stgraph.inference.FeatureExtractor` (and :func:`stgraph.eval.extract_features`)
+    embed tracklets with it: ``forward(clips, keypoints=None)`` returns
+    ``{"embedding": (B, D)}`` on the CPU.
+
+    Args:
+        session: an ``onnxruntime.InferenceSession`` (:func:`onnx_session`) or the path
+            of an ``.onnx`` file.
+        threads (int, optional): intra-op threads when ``session`` is a path.
+    """
+
+    def __init__(self, session, threads: int | None = None) -> None:
+        super().__init__()
+        if isinstance(session, (str, os.PathLike)):
+            session = onnx_session(session, threads)
+        self.session = session
+        names = [i.name for i in session.get_inputs()]
+        self.input_keys = tuple(names[1:2])  # ("keypoints",) for a graph that takes them
+
+    def forward(self, clips: Tensor, keypoints: Tensor | None = None) -> dict[str, Tensor]:
+        return {"embedding": run_onnx(self.session, clips, keypoints)}
