@@ -1,4 +1,6 @@
-"""Command line: ``stgraph train``, ``evaluate``, ``plot`` and ``cache``.
+"""Command line: stgraph train, evaluate, plot, cache, extract, rank and export.
+
+``extract``, ``rank`` and ``export`` live in :mod:`stgraph.cli_inference`.
 
 Examples::
 
@@ -177,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="edges drawn (graph plots, default 20) or gallery tracklets (ranking, "
                          "default 5)")
     _add_eval_args(pl)
+
+    from stgraph import cli_inference  # extract, rank, export
+
+    for add in (cli_inference.add_extract_parser, cli_inference.add_rank_parser,
+                cli_inference.add_export_parser):
+        add(sub)
     return parser
 
 
@@ -635,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args._given = sorted(_given_dests(argv))
     try:
+        if args.command in ("extract", "rank", "export"):
+            from stgraph import cli_inference
+
+            return getattr(cli_inference, f"run_{args.command}")(args)
         if args.command == "cache":
             return _cache(args)
         if args.command == "train":

@@ -202,3 +202,19 @@ def test_branches_on_an_untrained_stgcn(tmp_path):
 
     want = rank_features(gap(cache.query), gap(cache.gallery), cache.query, cache.gallery)
     assert row["global/euclidean"]["mAP"] == pytest.approx(100 * want["mAP"], abs=1e-3)
+
+
+def test_inference_quick(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed "
+                        "(pip install 'stgraph[export]')")
+    out = tmp_path / "inference.json"
+    res = _load("inference").main(["--quick", "--threads", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["backend"] for r in saved["rows"]] == ["eager", "onnxruntime"]
+    eager, ort = res["rows"]
+    assert eager["tracklets"] == ort["tracklets"] == 6  # 3 test ids x 2 cameras
+    assert eager["clips"] == ort["clips"] >= eager["tracklets"]
+    for r in res["rows"]:
+        assert r["tracklets_per_s"] == pytest.approx(r["tracklets"] / r["seconds"])
+    assert 0 <= ort["max_abs_diff"] < 1e-4
+    assert "max |onnx - eager|" in capsys.readouterr().out

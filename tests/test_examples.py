@@ -139,3 +139,14 @@ def test_plot_learned_topology_trains_a_tiny_ctl(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "recorded graphs: gcls.s1.0 (1, 4, 51, 51)" in out
     assert "cs_gcls.s1 (1, 4, 5, 17)" in out
+
+
+def test_embed_folder_ranks_the_same_person_first(tmp_path, capsys):
+    res = _load("embed_folder").main(["--out", str(tmp_path / "top5.png"), "--ids", "3"])
+    assert res["num_tracklets"] == 6 and len(res["ranked"]) == 5
+    dists = [d for _, d in res["ranked"]]
+    assert dists == sorted(dists) and dists[0] > 0
+    # the demo query 0001_c0's other camera is nearest, even for the untrained model
+    assert res["query"].endswith("_c0") and res["ranked"][0][0] == res["query"][:-1] + "1"
+    _assert_pngs([tmp_path / "top5.png"], ["top5.png"])
+    assert "embedded 6 tracklets" in capsys.readouterr().out

@@ -69,7 +69,9 @@ class VideoReIDModel(nn.Module):
             raise ValueError(f"expected clips of shape (B, T, 3, H, W), got {tuple(clips.shape)}")
         B, T = clips.shape[:2]
         fmap = self.backbone(clips.flatten(0, 1))  # (B*T, C, h, w)
-        return fmap.unflatten(0, (B, T))
+        # reshape, not unflatten: the ONNX exporter turns unflatten's output size into
+        # constants, which would fix an exported graph's batch size (see stgraph.export)
+        return fmap.reshape(B, T, *fmap.shape[1:])
 
     def forward_head(self, feature_maps: Tensor) -> ReIDOutput:
         raise NotImplementedError

@@ -12,12 +12,12 @@ part triplet loss on horizontal rows of the refined maps.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stgraph.models.base import ReIDOutput, VideoReIDModel
 from stgraph.models.registry import register_model
 from stgraph.nn import RRU, STIM, BNNeck
+from stgraph.nn._export import adaptive_avg_pool1d
 
 __all__ = ["RRUSTIM"]
 
@@ -107,7 +107,7 @@ class RRUSTIM(VideoReIDModel):
         """Row features of refined maps ``states`` :math:`(B, T, C, h, w)` ->
         :math:`(B, P, C)`: the mean over time and width, pooled into ``num_rows`` rows."""
         rows = states.mean(dim=(1, 4))  # (B, C, h)
-        return F.adaptive_avg_pool1d(rows, self.num_rows).transpose(1, 2)  # (B, P, C)
+        return adaptive_avg_pool1d(rows, self.num_rows).transpose(1, 2)  # (B, P, C)
 
     def forward_head(self, feature_maps: Tensor) -> ReIDOutput:
         """The head on backbone maps ``(B, T, C, h, w)``; see the class docstring."""

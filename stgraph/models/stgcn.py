@@ -160,7 +160,7 @@ class STGCN(VideoReIDModel):
         x = self.builder.dense(feature_maps)  # (B, T*P, C)
         if self.backend != "pyg":
             x_t = self.temporal(x)  # (B, T*P, C)
-            x_s = self.spatial(x.reshape(B * T, P, -1))  # (B*T, P, C_s)
+            x_s = self.spatial(x.reshape(-1, P, x.size(-1)))  # (B*T, P, C_s)
         else:
             gt = self.builder.to_batch(x, T, graph="temporal")
             x_t = self.builder.to_dense(gt.update({"x": self.temporal(gt.x, gt.edge_index)}))

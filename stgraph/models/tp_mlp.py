@@ -191,5 +191,5 @@ class TemporalPoolingMLP(VideoReIDModel):
         x = feature_maps.mean(dim=(3, 4)).flatten(0, 1)  # (B*T, C): GAP per frame
         for block in self.blocks:
             x = x + block(x)  # BN over the B*T frames
-        f = x.unflatten(0, (B, T)).mean(dim=1)  # (B, C): mean over the clip's frames
+        f = x.reshape(B, T, -1).mean(dim=1)  # (B, C): mean over the clip's frames
         return self._output(("global",), [f], self.necks)

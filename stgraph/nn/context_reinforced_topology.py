@@ -44,6 +44,8 @@ def sliding_windows(x: Tensor, tau: int) -> Tensor:
     right = tau - 1 - left
     B, T, *rest = x.shape
     padded = torch.cat([x.new_zeros(B, left, *rest), x, x.new_zeros(B, right, *rest)], dim=1)
+    if torch.onnx.is_in_onnx_export():  # the exporter's Unfold needs a static T: slices
+        return torch.stack([padded[:, k:k + T] for k in range(tau)], dim=2)
     return padded.unfold(1, tau, 1).movedim(-1, 2)  # (B, T, tau, *rest)
 
 
@@ -75,12 +77,20 @@ def tile_window_adjacency(adj: Tensor, tau: int, temporal_self_loops: bool = Fal
     if adj.dim() != 2 or adj.size(0) != adj.size(1):
         raise ValueError(f"expected a square adjacency (N, N), got {tuple(adj.shape)}")
     ones = torch.ones(tau, tau, dtype=adj.dtype, device=adj.device)
-    out = torch.kron(ones, adj)
+    out = _kron(ones, adj)
     if temporal_self_loops:
         eye_t = torch.eye(tau, dtype=adj.dtype, device=adj.device)
         eye_n = torch.eye(adj.size(0), dtype=adj.dtype, device=adj.device)
-        out = out + torch.kron(ones - eye_t, eye_n)
+        out = out + _kron(ones - eye_t, eye_n)
     return out
+
+
+def _kron(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.kron`` of two matrices, bit for bit (one product per entry), in operators
+    ONNX exports (``aten::kron`` has no ONNX symbolic)."""
+    m, n = a.shape
+    p, q = b.shape
+    return (a[:, None, :, None] * b[None, :, None, :]).reshape(m * p, n * q)
 
 
 class ContextReinforcedTopology(torch.nn.Module):
@@ -226,7 +236,7 @@ class ContextReinforcedTopology(torch.nn.Module):
         S = self.adjacency_size  # tau * N
         a = a.expand(B, T, S, S)
         if self.context is not None:
-            xw = sliding_windows(x, self.window).reshape(B * T, 1, S, C)  # windows as graphs
+            xw = sliding_windows(x, self.window).reshape(-1, 1, S, C)  # windows as graphs
             a = a + self.context(xw).view(B, T, S, S)  # one A^c per window
         return a
 

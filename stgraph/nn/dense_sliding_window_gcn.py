@@ -128,7 +128,7 @@ class DenseSlidingWindowGCN(torch.nn.Module):
         # W before windowing: linear without bias, so the zero padding stays zero
         y = window_propagate(a_hat, self.lin(x), tau, self.bias, self.collapse.weight[:, 0, :],
                              backend=self.backend)  # (B, T, N, C')
-        y = F.relu(self.bn(y.reshape(B * T * N, C_out))).view(B, T, N, C_out)
+        y = F.relu(self.bn(y.reshape(-1, C_out))).view(B, T, N, C_out)
         if self.residual:
             y = y + x
         return (y, a_hat) if return_adjacency else y

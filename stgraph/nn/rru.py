@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stgraph.nn._export import adaptive_avg_pool2d
+
 __all__ = ["RRU", "RRUOutput"]
 
 
@@ -196,10 +198,10 @@ class RRU(nn.Module):
         m = u.mean(dim=1, keepdim=True)  # (N, 1, h, w) channel mean
         grid = self.spatial_grid
         if (h, w) != grid:
-            m = F.adaptive_avg_pool2d(m, grid)  # (N, 1, G_h, G_w)
+            m = adaptive_avg_pool2d(m, grid)  # (N, 1, G_h, G_w)
         a_s = self.spatial_attention(m.flatten(1)).view(N, 1, *grid)
         if (h, w) != grid:
-            a_s = F.adaptive_avg_pool2d(a_s, (h, w))
+            a_s = adaptive_avg_pool2d(a_s, (h, w))
         return a_c, a_s[:, 0]
 
     def gate(self, s_prev: Tensor, x_t: Tensor, x_prev: Tensor) -> Tensor:
@@ -251,7 +253,9 @@ class RRU(nn.Module):
             # motion half of the transition for every step at once: W_x (X_t - X_{t-1})
             w_s, w_x = self.transition.weight.split(C, dim=1)  # (D, C, 1, 1) each
             motion = (x[:, 1:] - x[:, :-1]).flatten(0, 1)  # (B*(T-1), C, h, w)
-            motion = F.conv2d(motion, w_x).unflatten(0, (B, T - 1))  # (B, T-1, D, h, w)
+            motion = F.conv2d(motion, w_x)  # (B*(T-1), D, h, w)
+            # reshape, not unflatten, which the ONNX exporter gives a constant batch size
+            motion = motion.reshape(B, T - 1, *motion.shape[1:])  # (B, T-1, D, h, w)
         for t in range(1, T):  # the recurrence: S_t needs S_{t-1}
             x_t = x[:, t]
             if forced is None:

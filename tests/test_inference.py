@@ -1,0 +1,149 @@
+"""stgraph.inference.FeatureExtractor: the features of stgraph.engine.evaluate, from frames."""
+
+import numpy as np
+import pytest
+import torch
+
+from stgraph.cli import save_checkpoint
+from stgraph.data import SyntheticReID
+from stgraph.engine import _features, takes_keypoints
+from stgraph.graph import prior_pose
+from stgraph.inference import FeatureExtractor, list_tracklet_folders
+from stgraph.models import create_model
+
+T, H, W = 4, 64, 32
+
+
+def _kwargs(name):
+    kw = {"backbone": "resnet18"}
+    if name == "stgcn":
+        kw.update(seq_len=T, num_patches=2)
+    return kw
+
+
+@pytest.fixture(scope="module")
+def data():
+    # lengths 3..9 with T = 4: a padded last clip, one clip, several clips
+    return SyntheticReID(num_train_ids=2, num_test_ids=3, min_frames=3, max_frames=9,
+                         image_size=(64, 32), seed=1)
+
+
+def _model(name):
+    torch.manual_seed(0)
+    return create_model(name, num_classes=2, **_kwargs(name)).eval()
+
+
+def _expected(model, data, tracklets, batch_size=5, pool="mean"):
+    """What stgraph.engine.evaluate ranks: its _features of the same tracklets."""
+    return _features(model, data, tracklets, T, H, W, batch_size, "cpu", pool, 0, False, "")
+
+
+@pytest.mark.parametrize("name", ["tp", "ctl", "stgcn"])
+def test_same_numbers_as_evaluate_from_pil_frames(name, data):
+    model = _model(name)
+    tracklets = data.query + data.gallery
+    assert {len(t.frames) % T for t in tracklets} > {0}  # some last clips are padded
+    expected = _expected(model, data, tracklets)
+    fx = FeatureExtractor(model, H, W, T, batch_size=5)
+    frames = [[data.read_frame(k) for k in t.frames] for t in tracklets]
+    keypoints = [np.stack([data.frame_keypoints(k) for k in t.frames]) for t in tracklets]
+    got = fx.embed_batch(frames, keypoints=keypoints)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    assert fx.num_clips == sum(-(-len(t.frames) // T) for t in tracklets)
+    # the dataset path reads the same frames through the dataset
+    torch.testing.assert_close(fx.embed_dataset(data, tracklets), expected, atol=1e-6, rtol=1e-6)
+    # one tracklet alone: the same row (other batches, same numbers up to rounding)
+    torch.testing.assert_close(fx.embed(frames[2], keypoints[2]), expected[2],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_ctl_keypoints_matter_and_default_to_the_prior_pose(data):
+    model = _model("ctl")
+    assert takes_keypoints(model)
+    fx = FeatureExtractor(model, H, W, T)
+    t = data.query[0]
+    frames = [data.read_frame(k) for k in t.frames]
+    gt = np.stack([data.frame_keypoints(k) for k in t.frames])
+    with_gt = fx.embed(frames, gt)
+    prior = np.broadcast_to(prior_pose(64, 32), gt.shape).copy()
+    torch.testing.assert_close(fx.embed(frames), fx.embed(frames, prior), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(with_gt, fx.embed(frames), atol=1e-4)
+    with pytest.raises(ValueError, match=r"keypoints of tracklet 0: expected shape \(\d+, 17, 3\)"):
+        fx.embed(frames, gt[:, :5])
+
+
+def test_paths_keypoint_file_tensors_and_max_pool(tmp_path, data):
+    model = _model("ctl")
+    t = data.query[1]
+    folder = tmp_path / "frames" / "track_a"
+    folder.mkdir(parents=True)
+    paths = []
+    for i, k in enumerate(t.frames):
+        p = folder / f"{i:04d}.png"
+        data.read_frame(k).save(p)
+        paths.append(p)
+    # a COCO results file with the ground truth, image_id relative to the root
+    import json
+
+    entries = [{"image_id": f"track_a/{p.name}", "keypoints": data.frame_keypoints(k)
+                .ravel().tolist(), "score": 1.0} for p, k in zip(paths, t.frames, strict=True)]
+    kp_file = tmp_path / "kp.json"
+    kp_file.write_text(json.dumps(entries))
+    gt = np.stack([data.frame_keypoints(k) for k in t.frames])
+    fx = FeatureExtractor(model, H, W, T, keypoints_file=kp_file,
+                          keypoints_root=tmp_path / "frames")
+    from_file = fx.embed(paths)
+    torch.testing.assert_close(from_file, fx.embed(paths, gt), atol=1e-6, rtol=1e-6)
+    assert list_tracklet_folders(tmp_path / "frames") == [("track_a", paths)]
+
+    # uint8 tensors go through PIL as files do; normalised float tensors are clips
+    tp = _model("tp")
+    fx = FeatureExtractor(tp, H, W, T, pool="max")
+    pixels = torch.stack([torch.from_numpy(np.array(data.read_frame(k))).permute(2, 0, 1)
+                          for k in t.frames])
+    torch.testing.assert_close(fx.embed(pixels), fx.embed(paths), atol=1e-6, rtol=1e-6)
+    from stgraph.data import load_clip
+
+    clip = load_clip(data, t.frames, H, W)
+    torch.testing.assert_close(fx.embed(clip), fx.embed(paths), atol=1e-6, rtol=1e-6)
+    expected = _expected(tp, data, [t], pool="max")
+    torch.testing.assert_close(fx.embed(paths)[None], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_errors_name_the_bad_input(data):
+    fx = FeatureExtractor(_model("tp"), H, W, T)
+    with pytest.raises(ValueError, match="no tracklet given"):
+        fx.embed_batch([])
+    with pytest.raises(ValueError, match="tracklet 1 has no frames"):
+        fx.embed_batch([[data.read_frame(data.query[0].frames[0])], []])
+    with pytest.raises(ValueError, match=r"tracklet 0: a float tensor is a normalised clip at "
+                                         r"the model's size \(T, 3, 64, 32\)"):
+        fx.embed(torch.zeros(3, 3, 32, 16))
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(T, 3, H, W\)"):
+        fx.embed(torch.zeros(3, 64, 32))
+    with pytest.raises(TypeError, match="got a single str"):
+        fx.embed("frame.png")
+    with pytest.raises(FileNotFoundError, match="frame file not found: .*nope.png"):
+        fx.embed(["nope.png"])
+    with pytest.raises(ValueError, match="unknown pool 'median'"):
+        FeatureExtractor(_model("tp"), H, W, T, pool="median")
+    with pytest.raises(ValueError, match="seq_len must be an int >= 1"):
+        FeatureExtractor(_model("tp"), H, W, 0)
+
+
+def test_from_checkpoint(tmp_path, data):
+    model = _model("tp")
+    metrics = dict.fromkeys(("rank1", "rank5", "rank10", "rank20", "mAP"), 0.0)
+    metrics.update(num_query=1, num_gallery=1)
+    path = save_checkpoint(tmp_path / "c.pth", model, {
+        "model": "tp", "model_kwargs": _kwargs("tp"), "num_classes": 2,
+        "dataset": {"name": "synthetic"}, "seq_len": T, "height": H, "width": W}, metrics)
+    fx = FeatureExtractor.from_checkpoint(path, pool="max", batch_size=3)
+    assert (fx.height, fx.width, fx.seq_len, fx.pool, fx.batch_size) == (H, W, T, "max", 3)
+    assert fx.config["model"] == "tp"
+    t = data.query[0]
+    torch.testing.assert_close(fx.embed_dataset(data, [t]),
+                               _expected(model, data, [t], batch_size=3, pool="max"))
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        FeatureExtractor.from_checkpoint(tmp_path / "none.pth")
