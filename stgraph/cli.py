@@ -453,6 +453,12 @@ def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
     return {**kwargs, **extra}
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars: not with ``--no-progress``, and only when stdout is a terminal (in a
+    log file tqdm's redrawn lines would run into the epoch lines)."""
+    return not args.no_progress and sys.stdout.isatty()
+
+
 def _write_metrics(out_dir: Path, metrics: dict) -> None:
     write_json(out_dir / "metrics.json", metrics)
 
@@ -590,7 +596,7 @@ def _train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.deterministic:
         _deterministic(device)
-    bars = not args.no_progress and sys.stdout.isatty()  # tqdm only on a terminal
+    bars = _bars(args)
     data_cfg = _dataset_config(args)
     model_kwargs = _model_kwargs(args.model, args)  # bad --model-arg: fail before any work
     out_dir = Path(args.output).absolute()
@@ -739,7 +745,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = _load_dataset(data_cfg, args.protocol)
     metrics = evaluate(model, dataset, cfg["seq_len"], cfg["height"], cfg["width"],
                        batch_size=args.test_batch, device=device, metric=args.metric,
-                       pool=args.pool, workers=args.workers, progress=not args.no_progress,
+                       pool=args.pool, workers=args.workers, progress=_bars(args),
                        protocol=args.protocol, rerank=args.rerank)
     print(format_table(metrics))
     if args.output:
@@ -774,7 +780,7 @@ def _plot(args: argparse.Namespace) -> int:
     else:
         metrics, distmat = evaluate(model, dataset, *size, batch_size=args.test_batch,
                                     device=device, metric=args.metric, pool=args.pool,
-                                    workers=args.workers, progress=not args.no_progress,
+                                    workers=args.workers, progress=_bars(args),
                                     protocol=args.protocol, rerank=args.rerank,
                                     return_distances=True)
         k = min(args.top_k or 5, len(dataset.gallery))
@@ -801,15 +807,14 @@ def _cache(args: argparse.Namespace) -> int:
 
     data_cfg = _dataset_config(args)
     dataset = _load_dataset(data_cfg, args.protocol)
-    if not args.no_progress:
-        print(dataset.summary())
+    print(dataset.summary())  # not hidden by --no-progress
     settings = cache_settings(_with_protocol(data_cfg, args.protocol), args.backbone,
                               args.pretrained, args.last_stride, args.height, args.width)
     backbone = build_backbone(args.backbone, last_stride=args.last_stride,
                               pretrained=args.pretrained)
     cache = build_feature_cache(dataset, backbone, args.out, settings, batch_size=args.batch,
                                 workers=args.workers, device=_device(args.device),
-                                progress=not args.no_progress, overwrite=args.overwrite)
+                                progress=_bars(args), overwrite=args.overwrite)
     size = os.path.getsize(Path(args.out) / "maps.npy") / 2**30
     print(f"wrote {cache}: {cache.shape[1]} frames x 2 flips, {size:.2f} GiB, "
           f"{cache.seconds:.0f} s")

@@ -358,3 +358,18 @@ def test_keypoints_outside_the_frame_or_scored_above_1_are_refused(tmp_path):
     with pytest.warns(UserWarning):
         ds = PRID2011(root, keypoints=path)
     load_clip_with_keypoints(ds, [frame], 32, 16)
+
+
+def test_checkpoints_record_absolute_dataset_paths(tmp_path, monkeypatch):
+    from stgraph.cli import _dataset_config, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["train", "--model", "tp", "--dataset", "prid2011",
+                                      "--root", "data/prid", "--split-file", "s.json",
+                                      "--output", "o"])
+    cfg = _dataset_config(args)
+    assert cfg["root"] == str(tmp_path / "data" / "prid")
+    assert cfg["split_file"] == str(tmp_path / "s.json")
+    # stgraph evaluate --root: the recorded root is replaced, the rest kept
+    args = build_parser().parse_args(["evaluate", "--checkpoint", "c.pth", "--root", "elsewhere"])
+    assert _dataset_config(args, base=cfg) == {**cfg, "root": str(tmp_path / "elsewhere")}

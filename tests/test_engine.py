@@ -196,3 +196,14 @@ def test_trainer_refuses_bad_settings():
         _trainer(0)
     with pytest.raises(ValueError, match="output needs config"):
         _trainer(1, output="x")
+
+
+def test_tensorboard_scalars_when_installed_else_nothing(tmp_path):
+    import importlib.util
+
+    config = {"model": "tp", "model_kwargs": {}, "num_classes": 4}
+    _trainer(1, output=tmp_path, config=config).fit()
+    if importlib.util.find_spec("tensorboard") is None:
+        assert not (tmp_path / "tb").exists()  # the extra 'tb' is optional: skipped silently
+    else:
+        assert any(p.name.startswith("events.") for p in (tmp_path / "tb").iterdir())

@@ -9,8 +9,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-__all__ = ["FrameReadError", "Tracklet", "VideoReIDDataset", "check_keypoints_in_frame",
-           "to_rgb"]
+__all__ = ["FrameNotFoundError", "FrameReadError", "Tracklet", "VideoReIDDataset",
+           "check_keypoints_in_frame", "to_rgb"]
 
 
 class FrameReadError(OSError):
@@ -18,6 +18,19 @@ class FrameReadError(OSError):
 
     Raised by :meth:`VideoReIDDataset.read_frame` and :meth:`VideoReIDDataset.check_frames`,
     also from inside ``DataLoader`` worker processes (``stgraph`` prints its one line).
+    A missing file raises :class:`FrameNotFoundError`, also a ``FileNotFoundError``.
+
+    Args:
+        message (str): what went wrong, naming the file.
+    """
+
+
+class FrameNotFoundError(FrameReadError, FileNotFoundError):
+    """A frame file that does not exist (a :class:`FrameReadError` and a
+    ``FileNotFoundError``).
+
+    Args:
+        message (str): naming the file.
     """
 
 
@@ -160,7 +173,7 @@ class VideoReIDDataset:
         """
         path = Path(key)
         if not path.is_file():
-            raise FrameReadError(f"{self.name}: frame file not found: {path}")
+            raise FrameNotFoundError(f"{self.name}: frame file not found: {path}")
         try:
             with Image.open(path) as img:
                 img.load()
@@ -182,7 +195,7 @@ class VideoReIDDataset:
             return None  # generated frames: no file to open
         path = Path(key)
         if not path.is_file():
-            raise FrameReadError(f"{self.name}: frame file not found: {path}")
+            raise FrameNotFoundError(f"{self.name}: frame file not found: {path}")
         try:
             with Image.open(path) as img:
                 size = img.size
