@@ -66,17 +66,9 @@ __all__ = ["CHECKPOINT_KEYS", "METRIC_KEYS", "main", "build_parser", "load_check
 
 #: What ``stgraph --help`` says (plain text: no reST markup).
 DESCRIPTION = """\
-Spatial-temporal graph models for video person re-identification.
-
-commands:
-  train     train a model, evaluate it, write metrics.json and checkpoint.pth
-            (last.pth every epoch: --resume continues a killed run)
-  evaluate  evaluate a checkpoint written by 'stgraph train'
-  plot      plot a trained model's graphs, attention maps or rankings
-  cache     store a frozen backbone's feature maps for 'train --feature-cache'
-
-'stgraph COMMAND --help' lists a command's options with their defaults; also
-'python -m stgraph COMMAND'."""
+Spatial-temporal graph models for video person re-identification: train, evaluate,
+plot and cache. 'stgraph COMMAND --help' lists a command's options with their defaults;
+'python -m stgraph' is the same command."""
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -149,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, **kw):
         return sub.add_parser(name, formatter_class=_HelpFormatter, **kw)
 
-    t = add("train", help="train a model, evaluate it, write metrics and a checkpoint",
-            description="Train a model, evaluate it, write OUTPUT/metrics.json and "
-                        "OUTPUT/checkpoint.pth; OUTPUT/last.pth after every epoch "
-                        "(--resume), OUTPUT/log.jsonl one line per epoch.")
+    t = add("train", help="train a model, evaluate it, write metrics and a checkpoint "
+                          "(last.pth every epoch: --resume continues a killed run)",
+            description="Train a model, evaluate it, write OUTPUT/metrics.json and\n"
+                        "OUTPUT/checkpoint.pth; OUTPUT/last.pth after every epoch (--resume),\n"
+                        "OUTPUT/log.jsonl one line per epoch.")
     t.add_argument("--model", required=True, choices=list_models(),
                    help="registered model")
     _add_data_args(t, required=True)
@@ -273,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = add("evaluate", help="evaluate a checkpoint written by 'stgraph train'",
-            description="Evaluate a checkpoint written by 'stgraph train' (checkpoint.pth, "
-                        "best.pth or last.pth) on its dataset; --dataset / --root override "
+            description="Evaluate a checkpoint written by 'stgraph train' (checkpoint.pth,\n"
+                        "best.pth or last.pth) on its dataset; --dataset / --root override\n"
                         "the dataset recorded in the checkpoint.")
     e.add_argument("--checkpoint", required=True, help="the .pth file")
     _add_data_args(e, required=False)
