@@ -119,7 +119,8 @@ def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None
     if not metrics_file.is_file():
         t0 = time.perf_counter()
         print(f"$ {entry['command']}", flush=True)
-        rc = stgraph(cmd)
+        # a run killed before it finished continues from its last.pth
+        rc = stgraph([*cmd, "--resume"] if (out / "last.pth").is_file() else cmd)
         if rc != 0:
             raise SystemExit(f"run failed ({rc}): {entry['command']}")
         entry["wall_s"] = time.perf_counter() - t0

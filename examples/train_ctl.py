@@ -8,7 +8,7 @@ CTL (Liu et al., CVPR 2021) pools each frame's feature map into body-part nodes 
 heatmaps. SyntheticReID draws every pedestrian from the 17 COCO keypoints, so it knows them
 exactly (``dataset.frame_keypoints``). ``takes_keypoints(model)`` is True for CTL, so
 ``make_train_loader(..., keypoints=True)`` puts each clip's keypoints, rescaled to the input
-size and flipped with the clip, into the batches, and ``train_one_epoch`` / ``evaluate`` pass
+size and flipped with the clip, into the batches, and ``Trainer`` / ``evaluate`` pass
 them on to ``model(clips, keypoints=...)``. Training uses ``ReIDLoss``: cross-entropy and
 triplet losses on CTL's three features plus its diversity loss (eq. 8-9).
 """
@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from stgraph.cli import save_checkpoint
+from stgraph.checkpoint import save_checkpoint
 from stgraph.data import SyntheticReID
 from stgraph.engine import (
+    Trainer,
     build_optimizer,
     evaluate,
     make_train_loader,
     takes_keypoints,
-    train_one_epoch,
     warmup_cosine,
 )
 from stgraph.losses import ReIDLoss
@@ -103,13 +103,9 @@ def main(argv=None) -> dict:
                               warmup_steps=len(loader))
     print(f"training: {len(loader)} batches of {args.batch_ids} x {args.batch_instances} clips "
           "per epoch")
-    for epoch in range(args.epochs):
-        te = time.perf_counter()
-        stats = train_one_epoch(model, loader, criterion, optimizer, epoch,
-                                scheduler=scheduler, progress=False)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  ce {stats['ce']:.4f}  "
-              f"triplet {stats['triplet']:.4f}  div {stats['div']:.4f}  "
-              f"acc {100 * stats['acc']:.1f}%  {time.perf_counter() - te:.1f}s", flush=True)
+    # Trainer: the loop of stgraph train (one plain line per epoch; with output=FOLDER and
+    # config=... it also writes last.pth / log.jsonl every epoch and can resume)
+    Trainer(model, loader, criterion, optimizer, scheduler, epochs=args.epochs).fit()
 
     # evaluate() gives each test clip its keypoints too (TestClipDataset(keypoints=True)).
     metrics = evaluate(model, dataset, args.seq_len, args.height, args.width, progress=False)

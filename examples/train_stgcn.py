@@ -5,7 +5,7 @@
     python examples/train_stgcn.py --backbone resnet50 --height 256 --width 128 --threads 0
 
 Builds a SyntheticReID dataset (procedurally drawn pedestrians, no files), creates STGCN
-from the model registry, trains it with ``make_train_loader`` / ``train_one_epoch`` /
+from the model registry, trains it with ``make_train_loader`` / ``Trainer`` /
 ``build_optimizer`` / ``warmup_cosine`` and the ``ReIDLoss`` of the papers (label-smoothed
 cross-entropy + batch-hard triplet), then evaluates query vs gallery with ``evaluate`` and
 prints rank-1 / rank-5 / mAP. The defaults are tiny so that it runs in CI; the second
@@ -17,14 +17,14 @@ import time
 
 import torch
 
-from stgraph.cli import save_checkpoint
+from stgraph.checkpoint import save_checkpoint
 from stgraph.data import SyntheticReID
 from stgraph.engine import (
+    Trainer,
     build_optimizer,
     evaluate,
     make_train_loader,
     takes_keypoints,
-    train_one_epoch,
     warmup_cosine,
 )
 from stgraph.losses import ReIDLoss
@@ -95,13 +95,9 @@ def main(argv=None) -> dict:
                               warmup_steps=len(loader))  # one epoch of warm-up
     print(f"training: {len(loader)} batches of {args.batch_ids} x {args.batch_instances} clips "
           f"of {args.seq_len} x 3 x {args.height} x {args.width} per epoch")
-    for epoch in range(args.epochs):
-        te = time.perf_counter()
-        stats = train_one_epoch(model, loader, criterion, optimizer, epoch,
-                                scheduler=scheduler, progress=False)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  ce {stats['ce']:.4f}  "
-              f"triplet {stats['triplet']:.4f}  acc {100 * stats['acc']:.1f}%  "
-              f"{time.perf_counter() - te:.1f}s", flush=True)
+    # Trainer: the loop of stgraph train (one plain line per epoch; with output=FOLDER and
+    # config=... it also writes last.pth / log.jsonl every epoch and can resume)
+    Trainer(model, loader, criterion, optimizer, scheduler, epochs=args.epochs).fit()
 
     metrics = evaluate(model, dataset, args.seq_len, args.height, args.width, progress=False)
     chance = 1 / len({t.pid for t in dataset.gallery})

@@ -1,4 +1,5 @@
-"""Command line: stgraph train, evaluate, plot, cache, extract, rank and export.
+"""Command line: ``stgraph train``, ``evaluate``, ``plot``, ``cache``, ``extract``, ``rank``
+and ``export`` (also ``python -m stgraph``).
 
 ``extract``, ``rank`` and ``export`` live in :mod:`stgraph.cli_inference`.
 
@@ -6,6 +7,7 @@ Examples::
 
     stgraph train --model stgcn --dataset synthetic --backbone resnet18 \\
         --height 128 --width 64 --seq-len 4 --epochs 10 --output runs/synthetic-stgcn
+    stgraph train ... --output runs/synthetic-stgcn --resume   # after a kill: continue
     stgraph evaluate --checkpoint runs/synthetic-stgcn/checkpoint.pth
     stgraph train --model tp_mlp --dataset synthetic --backbone resnet18 \\
         --model-arg hidden=512 --model-arg dropout=0.1 --output runs/synthetic-tp-mlp
@@ -15,6 +17,9 @@ Examples::
 ``--model-arg KEY=VALUE`` (repeatable) sets any constructor argument of the model that has
 no flag of its own; the checkpoint records every argument, so ``evaluate`` and ``plot``
 rebuild the model as trained.
+
+This module is the argument layer: the training loop is :class:`stgraph.engine.Trainer`,
+checkpoints and output folders are :mod:`stgraph.checkpoint`.
 """
 
 from __future__ import annotations
@@ -22,23 +27,33 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
-import json
 import os
+import re
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from stgraph.checkpoint import (
+    CHECKPOINT_KEYS,
+    METRIC_KEYS,
+    OutputInUseError,
+    OutputLock,
+    load_checkpoint,
+    load_training_state,
+    resolved_model_kwargs,
+    save_checkpoint,
+    write_json,
+)
 from stgraph.data import TestClipDataset, create_dataset, get_dataset_class, list_datasets
 from stgraph.engine import (
+    Trainer,
     build_optimizer,
     evaluate,
     make_train_loader,
     takes_keypoints,
-    train_one_epoch,
     warmup_cosine,
 )
 from stgraph.eval import RANK_PROTOCOLS
@@ -48,12 +63,66 @@ from stgraph.models.backbones import list_backbones
 from stgraph.models.base import _no_attention_message
 from stgraph.viz import MODEL_PLOTS, plot_model_attention, plot_model_graph, plot_ranking
 
-__all__ = ["main", "build_parser", "load_checkpoint", "resolved_model_kwargs",
-           "save_checkpoint"]
+__all__ = ["CHECKPOINT_KEYS", "METRIC_KEYS", "main", "build_parser", "load_checkpoint",
+           "resolved_model_kwargs", "save_checkpoint"]
 
-#: Keys of metrics.json every run writes (fractions in [0, 1] except the counts).
-METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "num_query", "num_gallery")
+#: What ``stgraph --help`` says (plain text: no reST markup).
+DESCRIPTION = """\
+Spatial-temporal graph models for video person re-identification: train, evaluate,
+plot and cache. 'stgraph COMMAND --help' lists a command's options with their defaults;
+'python -m stgraph' is the same command."""
 
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with every default shown: ``(default: X)`` appended unless the help already
+    says what the default is (an unset optional value, :obj:`None`, is described there)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is argparse.SUPPRESS
+                or default is False or default == [] or action.option_strings == []
+                or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def _int_at_least(low: int, why: str = ""):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}{why}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _float_in(low: float, high: float | None = None, low_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad = not (value > low if low_open else value >= low) or (
+            high is not None and not value <= high)
+        if bad or value != value:
+            rng = (f"> {low}" if low_open else f">= {low}") + (
+                f" and <= {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_POSITIVE = _int_at_least(1)
+_NON_NEGATIVE = _int_at_least(0)
+_TRIPLET = (": the batch-hard triplet loss needs at least 2 identities per batch and 2 "
+            "tracklets per identity (with 1 it is 0 and silently trains nothing)")
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--dataset", required=required, choices=list_datasets(),
@@ -66,27 +135,44 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stgraph", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="stgraph", description=DESCRIPTION,
+                                     formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands (stgraph COMMAND --help)")
 
-    t = sub.add_parser("train", help="train a model, evaluate it, write metrics and a checkpoint")
-    t.add_argument("--model", required=True, choices=list_models())
+    def add(name, **kw):
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kw)
+
+    t = add("train", help="train a model, evaluate it, write metrics and a checkpoint "
+                          "(last.pth every epoch: --resume continues a killed run)",
+            description="Train a model, evaluate it, write OUTPUT/metrics.json and\n"
+                        "OUTPUT/checkpoint.pth; OUTPUT/last.pth after every epoch (--resume),\n"
+                        "OUTPUT/log.jsonl one line per epoch.")
+    t.add_argument("--model", required=True, choices=list_models(),
+                   help="registered model")
     _add_data_args(t, required=True)
-    t.add_argument("--backbone", default="resnet50", choices=list_backbones())
-    t.add_argument("--last-stride", type=int, default=1)
+    t.add_argument("--backbone", default="resnet50", choices=list_backbones(),
+                   help="backbone network")
+    t.add_argument("--last-stride", type=_POSITIVE, default=1,
+                   help="stride of the backbone's last stage")
     t.add_argument("--pretrained", help="'imagenet' (the weights packaged for "
                    "efficientnet_lite0/1/2, extra 'pretrained') or the local path of an "
                    "ImageNet state dict (.pth; torchvision's for the ResNets)")
-    t.add_argument("--height", type=int, default=256, help="input height in pixels")
-    t.add_argument("--width", type=int, default=128, help="input width in pixels")
-    t.add_argument("--seq-len", type=int, default=8, help="frames per clip T")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-ids", type=int, default=8, help="identities per batch P")
-    t.add_argument("--batch-instances", type=int, default=4, help="tracklets per identity K")
-    t.add_argument("--lr", type=float, default=3.5e-4)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--warmup-epochs", type=float, default=1.0)
-    t.add_argument("--num-patches", type=int, default=4, help="STGCN patches per frame")
+    t.add_argument("--height", type=_POSITIVE, default=256, help="input height in pixels")
+    t.add_argument("--width", type=_POSITIVE, default=128, help="input width in pixels")
+    t.add_argument("--seq-len", type=_POSITIVE, default=8, help="frames per clip T")
+    t.add_argument("--epochs", type=_POSITIVE, default=10,
+                   help="epochs in all (with --resume: may be raised to train on)")
+    t.add_argument("--batch-ids", type=_int_at_least(2, _TRIPLET), default=8,
+                   help="identities per batch P")
+    t.add_argument("--batch-instances", type=_int_at_least(2, _TRIPLET), default=4,
+                   help="tracklets per identity K")
+    t.add_argument("--lr", type=_float_in(0, low_open=True), default=3.5e-4,
+                   help="learning rate (Adam)")
+    t.add_argument("--weight-decay", type=_float_in(0), default=5e-4, help="weight decay")
+    t.add_argument("--warmup-epochs", type=_float_in(0), default=1.0,
+                   help="epochs of linear warm-up before the cosine decay")
+    t.add_argument("--num-patches", type=_POSITIVE, default=4, help="STGCN patches per frame")
     t.add_argument("--num-layers", type=int, default=None,
                    help="graph layers per branch / scale (STGCN M, CTL L; default 2)")
     t.add_argument("--tau", type=int, default=None, help="CTL 3D-GCL window (default 3)")
@@ -113,25 +199,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "as a string; not with the argument's own flag (--tau and "
                         "--model-arg tau=3 is an error), and not for --backbone, --last-stride, "
                         "--pretrained, --seq-len, which the run uses too")
-    t.add_argument("--diversity-weight", type=float, default=1.0,
+    t.add_argument("--diversity-weight", type=_float_in(0), default=1.0,
                    help="weight of CTL's diversity loss, eq. 9")
-    t.add_argument("--margin", type=float, default=0.3,
+    t.add_argument("--margin", type=_float_in(0), default=0.3,
                    help="margin of the batch-hard triplet losses (0.4 in RRU's paper)")
-    t.add_argument("--part-triplet-weight", type=float, default=1.0,
+    t.add_argument("--part-triplet-weight", type=_float_in(0), default=1.0,
                    help="weight of the part triplet loss of models that output part "
                         "features for it (RRU)")
-    t.add_argument("--backbone-lr-mult", type=float, default=None,
+    t.add_argument("--backbone-lr-mult", type=_float_in(0), default=None,
                    help="learning-rate multiplier of the backbone (default 0.1 with "
                         "--pretrained, else 1)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    t.add_argument("--pad", type=int, default=None,
+    t.add_argument("--pad", type=_NON_NEGATIVE, default=None,
                    help="zero padding in pixels before the random crop (default: the "
                         "recipe's 10 px per 128 px of --width, 10 at 256 x 128; 0: no crop; "
                         "not with --feature-cache)")
-    t.add_argument("--erasing", type=float, default=0.5,
+    t.add_argument("--erasing", type=_float_in(0, 1), default=0.5,
                    help="random erasing probability (0: off; pixels: not with --feature-cache)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--output", required=True, help="folder for metrics.json and checkpoint.pth")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the model's initialisation and of every random draw")
+    t.add_argument("--output", required=True,
+                   help="folder for metrics.json, checkpoint.pth, last.pth, best.pth, "
+                        "log.jsonl (and tb/ with the extra 'tb'); one run at a time (a lock "
+                        "file), a finished run is not overwritten without --overwrite")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --output from last.pth; every setting but "
+                        "--epochs (and --workers, --no-progress, --check-data) must be the "
+                        "same")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start again in an --output that holds a run (finished or not)")
+    t.add_argument("--eval-every", type=_NON_NEGATIVE, default=0, metavar="N",
+                   help="evaluate every N epochs during training and keep the best model "
+                        "by mAP as best.pth (0: only after training)")
+    t.add_argument("--check-data", action="store_true",
+                   help="decode every frame of every tracklet before training (without it "
+                        "only the test tracklets' file headers are checked)")
+    t.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True) (and "
+                        "CUBLAS_WORKSPACE_CONFIG on CUDA): two runs with one seed give the "
+                        "same weights and metrics, slower on GPUs")
     _add_eval_args(t)
 
     t.add_argument("--feature-cache", metavar="DIR",
@@ -140,42 +246,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "with this run's dataset, --backbone, --pretrained, --last-stride, "
                         "--height and --width")
 
-    c = sub.add_parser("cache", help="run a frozen backbone once over every frame (and its "
+    c = add("cache", help="run a frozen backbone once over every frame (and its "
                                      "mirror image) and store the maps for 'train "
                                      "--feature-cache'")
     _add_data_args(c, required=True)
-    c.add_argument("--backbone", default="efficientnet_lite0", choices=list_backbones())
+    c.add_argument("--backbone", default="efficientnet_lite0", choices=list_backbones(),
+                   help="backbone network")
     c.add_argument("--pretrained", default="imagenet",
                    help="'imagenet' or the local path of an ImageNet state dict")
-    c.add_argument("--last-stride", type=int, default=1)
-    c.add_argument("--height", type=int, default=256, help="input height in pixels")
-    c.add_argument("--width", type=int, default=128, help="input width in pixels")
+    c.add_argument("--last-stride", type=_POSITIVE, default=1,
+                   help="stride of the backbone's last stage")
+    c.add_argument("--height", type=_POSITIVE, default=256, help="input height in pixels")
+    c.add_argument("--width", type=_POSITIVE, default=128, help="input width in pixels")
     c.add_argument("--out", required=True, help="cache folder")
-    c.add_argument("--batch", type=int, default=32, help="frames per backbone call")
-    c.add_argument("--workers", type=int, default=1, help="frame reader processes")
+    c.add_argument("--batch", type=_POSITIVE, default=32, help="frames per backbone call")
+    c.add_argument("--workers", type=_NON_NEGATIVE, default=1, help="frame reader processes")
     c.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     c.add_argument("--protocol", default="torchreid", choices=list(RANK_PROTOCOLS),
                    help="for mars: which gallery the cache holds")
     c.add_argument("--overwrite", action="store_true", help="replace a cache in --out")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint written by 'stgraph train'")
-    e.add_argument("--checkpoint", required=True)
+    e = add("evaluate", help="evaluate a checkpoint written by 'stgraph train'",
+            description="Evaluate a checkpoint written by 'stgraph train' (checkpoint.pth,\n"
+                        "best.pth or last.pth) on its dataset; --dataset / --root override\n"
+                        "the dataset recorded in the checkpoint.")
+    e.add_argument("--checkpoint", required=True, help="the .pth file")
     _add_data_args(e, required=False)
     e.add_argument("--output", help="folder to write metrics.json into (optional)")
     _add_eval_args(e)
 
-    pl = sub.add_parser("plot", help="plot a trained model's graphs or rankings")
-    pl.add_argument("--checkpoint", required=True)
+    pl = add("plot", help="plot a trained model's graphs, attention maps or rankings")
+    pl.add_argument("--checkpoint", required=True, help="the .pth file")
     _add_data_args(pl, required=False)
     pl.add_argument("--what", required=True, choices=[*MODEL_PLOTS, "attention", "ranking"],
                     help="a graph of the model, its attention maps (sta, drsta, rru) or the "
                          "ranking of a query")
     pl.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg)")
-    pl.add_argument("--index", type=int, default=0, help="query tracklet to plot")
+    pl.add_argument("--index", type=_NON_NEGATIVE, default=0, help="query tracklet to plot")
     pl.add_argument("--layer", help="graph layer to plot (default: the first that fits)")
     pl.add_argument("--frame", type=int, default=None, help="frame / window (CTL graphs)")
-    pl.add_argument("--top-k", type=int, default=None,
+    pl.add_argument("--top-k", type=_POSITIVE, default=None,
                     help="edges drawn (graph plots, default 20) or gallery tracklets (ranking, "
                          "default 5)")
     _add_eval_args(pl)
@@ -189,23 +300,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
+                   help="distance between tracklet features")
     p.add_argument("--pool", default="mean", choices=["mean", "max"],
                    help="pooling of clip features per tracklet")
-    p.add_argument("--test-batch", type=int, default=32, help="clips per test batch")
-    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--test-batch", type=_POSITIVE, default=32, help="clips per test batch")
+    p.add_argument("--workers", type=_NON_NEGATIVE, default=2,
+                   help="data loader worker processes")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--protocol", default="torchreid", choices=list(RANK_PROTOCOLS),
                    help="evaluation protocol; for mars also which gallery is used")
     p.add_argument("--rerank", action="store_true",
                    help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are shown only when stdout is a terminal; "
+                        "the dataset summary and the epoch lines are always printed)")
 
 
 def _device(name: str) -> torch.device:
+    """``--device``: ``auto`` is CUDA where available, else the CPU.
+
+    Raises:
+        ValueError: not a device name, or a CUDA device on a machine without CUDA (or
+            without that many GPUs).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device (cpu, cuda, cuda:1 or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "no GPU found" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"--device {name}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}, {build}); use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _dataset_config(args: argparse.Namespace, base: dict | None = None) -> dict:
@@ -215,9 +348,16 @@ def _dataset_config(args: argparse.Namespace, base: dict | None = None) -> dict:
     for key in ("root", "split_file", "split_id", "keypoints"):
         val = getattr(args, key, None)
         if val is not None:
-            cfg[key] = val
+            # absolute: a checkpoint's dataset is found from any working folder
+            cfg[key] = os.path.abspath(val) if key != "split_id" else val
     if cfg.get("name") != "synthetic" and cfg.get("name") is not None and "root" not in cfg:
         raise SystemExit(f"stgraph: error: --root is required for --dataset {cfg['name']}")
+    if cfg.get("name") == "synthetic":
+        given = [f"--{k.replace('_', '-')}" for k in ("root", "split_file", "split_id")
+                 if getattr(args, k, None) is not None]
+        if given:
+            raise SystemExit(f"stgraph: error: {', '.join(given)} is not for --dataset "
+                             "synthetic, which is generated (no files)")
     if cfg.get("name") == "synthetic" and "keypoints" in cfg:
         raise SystemExit("stgraph: error: --keypoints is not for --dataset synthetic, "
                          "which carries its own ground-truth keypoints")
@@ -240,25 +380,6 @@ def _load_dataset(cfg: dict, protocol: str | None = None):
 
 
 _PLAIN = (bool, int, float, str, type(None))
-
-
-def resolved_model_kwargs(name: str, kwargs: dict) -> dict:
-    """Every constructor argument of model ``name`` with a plain value: those in ``kwargs``
-    and the defaults of the others (not ``num_classes`` and ``pretrained``, whose weights
-    are in the state dict), so a checkpoint rebuilds the same model after a default changes.
-    """
-    out = {}
-    for key, param in inspect.signature(get_model_class(name)).parameters.items():
-        if key in ("self", "num_classes", "pretrained") or param.kind in (
-                param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        value = kwargs.get(key, param.default)
-        if isinstance(value, tuple | list) and all(isinstance(v, _PLAIN) for v in value):
-            value = list(value)
-        elif not isinstance(value, _PLAIN) or value is inspect.Parameter.empty:
-            continue  # e.g. a Skeleton object: left to the constructor's default
-        out[key] = value
-    return out
 
 
 #: Model arguments that are also settings of the run (the data loader, the feature cache,
@@ -333,26 +454,14 @@ def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
     return {**kwargs, **extra}
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars: not with ``--no-progress``, and only when stdout is a terminal (in a
+    log file tqdm's redrawn lines would run into the epoch lines)."""
+    return not args.no_progress and sys.stdout.isatty()
 
 
 def _write_metrics(out_dir: Path, metrics: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def dump(p):
-        with open(p, "w") as f:
-            json.dump(metrics, f, indent=2)
-
-    _atomic_write(out_dir / "metrics.json", dump)
+    write_json(out_dir / "metrics.json", metrics)
 
 
 def format_table(metrics: dict) -> str:
@@ -368,12 +477,134 @@ def format_table(metrics: dict) -> str:
     return f"{info}\n{head}\n{rule}\n{row}"
 
 
+#: Settings ``--resume`` lets differ from the interrupted run's (they do not change the
+#: weights).
+RESUME_MAY_DIFFER = ("epochs", "resume", "overwrite", "no_progress", "workers", "check_data")
+
+#: Arguments that hold paths: recorded absolute.
+_PATH_ARGS = ("root", "split_file", "keypoints", "output", "feature_cache")
+
+#: Files of a run that a new run (without --resume) would replace.
+_RUN_FILES = ("checkpoint.pth", "metrics.json", "last.pth", "best.pth", "log.jsonl")
+
+
+class TrainingStopped(Exception):
+    """A run stopped on purpose with a message for the user (e.g. a NaN loss)."""
+
+
+def _recorded_args(args: argparse.Namespace) -> dict:
+    out = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    for key in _PATH_ARGS:
+        if out.get(key) is not None:
+            out[key] = os.path.abspath(out[key])
+    if out.get("pretrained") not in (None, "imagenet") and os.path.exists(out["pretrained"]):
+        out["pretrained"] = os.path.abspath(out["pretrained"])
+    return out
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an ``--output`` that cannot become a writable folder, before any work.
+
+    Raises:
+        ValueError: it is a file, a parent is a file, or the first existing folder on its
+            path is not writable.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out} is a file, not a folder")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"--output {out}: {probe} is a file, so the folder cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {out}: {probe} is not writable")
+
+
+def _resume_state(args: argparse.Namespace, out: Path):
+    """The training state to continue from (``--resume``), or :obj:`None` for a new run.
+
+    Raises:
+        ValueError: ``--resume`` without ``last.pth``, settings differing from the saved
+            run's (named), or, without ``--resume`` / ``--overwrite``, an output folder
+            that already holds a run.
+    """
+    last = out / "last.pth"
+    if args.resume:
+        if not last.is_file():
+            raise ValueError(f"--resume: {last} not found, nothing to continue (run without "
+                             "--resume to start)")
+        state = load_training_state(last)
+        saved = state["config"].get("args", {})
+        now = _recorded_args(args)
+        differ = []
+        for key in sorted(set(saved) | set(now)):
+            if key in RESUME_MAY_DIFFER or saved.get(key) == now.get(key):
+                continue
+            flag = "--" + key.replace("_", "-")
+            differ.append(f"{flag} {now.get(key)!r} (last.pth: {saved.get(key)!r})")
+        if differ:
+            raise ValueError(f"--resume: the settings differ from the run in {out}: "
+                             + "; ".join(differ) + ". Only --epochs may change; give the "
+                             "same settings, or --overwrite to start again")
+        done = state["trainer"]["epoch"]
+        if done > args.epochs:
+            raise ValueError(f"--resume: {last} has {done} epochs done, more than "
+                             f"--epochs {args.epochs}")
+        return state
+    present = [name for name in _RUN_FILES if (out / name).exists()]
+    if present and not args.overwrite:
+        if "checkpoint.pth" in present or "metrics.json" in present:
+            what = "a finished run"
+        else:
+            what = "an interrupted run (add --resume to continue it)"
+        raise ValueError(f"--output {out} holds {what}: {', '.join(present)}; pass "
+                         "--overwrite to replace it or choose another --output")
+    return None
+
+
+def _deterministic(device: torch.device) -> None:
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _pause_for_tests():
+    """A callback for the kill-and-resume test: ``STGRAPH_TEST_PAUSE_AFTER_EPOCH=k`` makes
+    the run wait after epoch ``k``'s files are written, so the test can SIGKILL it there."""
+    at = os.environ.get("STGRAPH_TEST_PAUSE_AFTER_EPOCH")
+    if not at:
+        return []
+
+    def pause(trainer, record):
+        if record["epoch"] == int(at):
+            print(f"paused after epoch {at} (STGRAPH_TEST_PAUSE_AFTER_EPOCH)", flush=True)
+            time.sleep(600)
+
+    return [pause]
+
+
 def _train(args: argparse.Namespace) -> int:
+    """``stgraph train``: every check first, then :class:`~stgraph.engine.Trainer`.
+
+    Raises:
+        ValueError, OSError, OutputInUseError: a setting, the data or the output folder is
+            wrong (``main`` prints one line).
+        TrainingStopped: the loss became NaN (``last.pth`` keeps the last good epoch).
+    """
     device = _device(args.device)
-    progress = not args.no_progress
+    if args.deterministic:
+        _deterministic(device)
+    bars = _bars(args)
     data_cfg = _dataset_config(args)
     model_kwargs = _model_kwargs(args.model, args)  # bad --model-arg: fail before any work
-    out_dir = Path(args.output)
+    out_dir = Path(args.output).absolute()
+    _check_output(out_dir)
+    if args.feature_cache and args.check_data:
+        raise ValueError("--check-data reads the frames; with --feature-cache training reads "
+                         "the cache only (check the frames with 'stgraph cache')")
     cache = None
     if args.feature_cache:
         from stgraph.cache import FeatureCache, cache_settings
@@ -387,14 +618,39 @@ def _train(args: argparse.Namespace) -> int:
         cache.check(cache_settings(run_cfg, args.backbone, args.pretrained, args.last_stride,
                                    args.height, args.width))
         num_classes = cache.num_train_pids
-        if progress:
-            print(f"training the head on {cache}")
+        print(f"training the head on {cache}")
     else:
         # validates root / split file before anything is written
         dataset = _load_dataset(data_cfg, args.protocol)
         num_classes = dataset.num_train_pids
-        if progress:
-            print(dataset.summary())
+        print(dataset.summary())  # not hidden by --no-progress
+    resume = _resume_state(args, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:
+            lock = OutputLock(out_dir).acquire()
+    for w in caught:
+        print(f"stgraph: warning: {w.message}", file=sys.stderr)
+    try:
+        return _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume,
+                             cache, None if cache is not None else dataset, num_classes)
+    finally:
+        lock.release()
+
+
+def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, cache, dataset,
+                  num_classes) -> int:
+    if resume is None and args.overwrite:
+        for name in ("last.pth", "best.pth", "log.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+    if dataset is not None:
+        if args.check_data:
+            n = dataset.check_frames(dataset.train + dataset.query + dataset.gallery,
+                                     decode=True, progress=bars)
+            print(f"--check-data: decoded {n} frames of every tracklet")
+        else:
+            dataset.check_frames(dataset.query + dataset.gallery, progress=bars)
     torch.manual_seed(args.seed)
     model = create_model(args.model, num_classes=num_classes, **model_kwargs).to(device)
     num_params = sum(p.numel() for p in model.parameters())
@@ -403,6 +659,9 @@ def _train(args: argparse.Namespace) -> int:
             dataset.train[0].frames[0]) is None:
         print(f"stgraph: warning: {args.model} takes keypoints but {data_cfg['name']} has none "
               "(pass --keypoints FILE); every frame uses the prior pose", file=sys.stderr)
+    eval_kwargs = dict(batch_size=args.test_batch, device=device, metric=args.metric,
+                       pool=args.pool, workers=args.workers, progress=bars,
+                       protocol=args.protocol, rerank=args.rerank)
     if cache is not None:
         from stgraph.cache import FeatureMapHead, evaluate_cached, make_cached_train_loader
 
@@ -411,12 +670,19 @@ def _train(args: argparse.Namespace) -> int:
                                           args.batch_instances, seed=args.seed,
                                           workers=args.workers, keypoints=keypoints,
                                           flip=not args.no_flip)
+
+        def run_eval(_model):
+            return evaluate_cached(net, cache, args.seq_len, **eval_kwargs)
     else:
         net = model
         loader = make_train_loader(dataset, args.seq_len, args.height, args.width,
                                    args.batch_ids, args.batch_instances, seed=args.seed,
                                    workers=args.workers, keypoints=keypoints,
                                    flip=not args.no_flip, pad=args.pad, erasing=args.erasing)
+
+        def run_eval(_model):
+            return evaluate(model, dataset, args.seq_len, args.height, args.width,
+                            **eval_kwargs)
     criterion = ReIDLoss(num_classes, margin=args.margin,
                          diversity_weight=args.diversity_weight,
                          part_triplet_weight=args.part_triplet_weight)
@@ -426,124 +692,51 @@ def _train(args: argparse.Namespace) -> int:
     optimizer = build_optimizer(net, args.lr, args.weight_decay, backbone_lr_mult=lr_mult)
     steps = len(loader) * args.epochs
     scheduler = warmup_cosine(optimizer, steps, int(args.warmup_epochs * len(loader)))
-    history = []
-    t0 = time.perf_counter()
-    for epoch in range(args.epochs):
-        te = time.perf_counter()
-        stats = train_one_epoch(net, loader, criterion, optimizer, epoch, device=device,
-                                scheduler=scheduler, progress=progress)
-        stats["seconds"] = time.perf_counter() - te
-        history.append(stats)
-        extra = "".join(f"  {k} {v:.4f}" for k, v in stats.items()
-                        if k not in ("loss", "ce", "triplet", "acc", "seconds"))
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  "
-              f"ce {stats['ce']:.4f}  triplet {stats['triplet']:.4f}{extra}  "
-              f"acc {100 * stats['acc']:.1f}%  {stats['seconds']:.1f}s", flush=True)
-    train_seconds = time.perf_counter() - t0
+    config = {
+        "model": args.model, "model_kwargs": model_kwargs,
+        "num_classes": num_classes, "dataset": data_cfg,
+        "seq_len": args.seq_len, "height": args.height, "width": args.width,
+        "args": _recorded_args(args),
+    }
+    trainer = Trainer(net, loader, criterion, optimizer, scheduler, epochs=args.epochs,
+                      device=device, progress=bars, evaluate_fn=run_eval,
+                      eval_every=args.eval_every, output=out_dir, config=config,
+                      save_model=model, callbacks=_pause_for_tests())
+    if resume is not None:
+        trainer.load_state_dict(resume["trainer"])
+        print(f"resuming from {out_dir / 'last.pth'}: {trainer.epoch} of {args.epochs} "
+              "epochs done")
+    try:
+        history = trainer.fit()
+    except FloatingPointError as err:
+        kept = (f"{out_dir / 'last.pth'} keeps epoch {trainer.epoch}" if trainer.epoch
+                else "no epoch was completed")
+        raise TrainingStopped(f"training stopped: {err}; {kept}") from None
+    train_seconds = sum(r["seconds"] for r in history)  # resumed runs: every epoch's time
     te = time.perf_counter()
-    eval_kwargs = dict(batch_size=args.test_batch, device=device, metric=args.metric,
-                       pool=args.pool, workers=args.workers, progress=progress,
-                       protocol=args.protocol, rerank=args.rerank)
-    if cache is not None:
-        metrics = evaluate_cached(net, cache, args.seq_len, **eval_kwargs)
+    if trainer.last_metrics is not None and trainer.epoch == args.epochs:
+        metrics = dict(trainer.last_metrics)  # the last epoch was just evaluated
+        eval_seconds = history[-1].get("eval_seconds", 0.0)
     else:
-        metrics = evaluate(model, dataset, args.seq_len, args.height, args.width, **eval_kwargs)
+        metrics = run_eval(model)
+        eval_seconds = time.perf_counter() - te
     metrics.update(
         model=args.model, dataset=data_cfg["name"], parameters=num_params,
         trainable_parameters=sum(p.numel() for p in net.parameters() if p.requires_grad),
         train_seconds=round(train_seconds, 1),
         seconds_per_epoch=round(train_seconds / max(1, args.epochs), 2),
-        eval_seconds=round(time.perf_counter() - te, 1),
+        eval_seconds=round(eval_seconds, 1),
         history=history,
     )
+    if trainer.best is not None:
+        metrics["best"] = dict(trainer.best)
     print(format_table(metrics))
-    config = {
-        "model": args.model, "model_kwargs": model_kwargs,
-        "num_classes": num_classes, "dataset": data_cfg,
-        "seq_len": args.seq_len, "height": args.height, "width": args.width,
-        "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-    }
     save_checkpoint(out_dir / "checkpoint.pth", model, config, metrics)
     _write_metrics(out_dir, metrics)
-    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'checkpoint.pth'}")
+    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'checkpoint.pth'}"
+          + (f" (best.pth: epoch {trainer.best['epoch']}, mAP "
+             f"{100 * trainer.best['mAP']:.2f}%)" if trainer.best else ""))
     return 0
-
-
-#: Keys a checkpoint's ``config`` needs for :func:`load_checkpoint` to rebuild the model.
-CHECKPOINT_KEYS = ("model", "model_kwargs", "num_classes")
-
-
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config: dict,
-                    metrics: dict) -> Path:
-    """Write a checkpoint in the format of ``stgraph train``, which :func:`load_checkpoint`,
-    ``stgraph evaluate`` and ``stgraph plot`` read.
-
-    The file holds ``config`` (its ``model_kwargs`` completed with the constructor's
-    defaults by :func:`resolved_model_kwargs`), the model's ``state_dict`` and the
-    :data:`METRIC_KEYS` of ``metrics``. It is written to a temporary file beside ``path``
-    and renamed, so an interrupted run never leaves a truncated checkpoint; the folder is
-    created.
-
-    Args:
-        path (str or Path): the ``.pth`` file.
-        model (nn.Module): the trained model.
-        config (dict): how to rebuild it: ``model`` (registry name), ``model_kwargs``
-            and ``num_classes``; ``stgraph evaluate`` / ``plot`` also read ``dataset``
-            (a dataset config), ``seq_len``, ``height`` and ``width`` (pixels).
-        metrics (dict): the evaluation, as :func:`stgraph.engine.evaluate` returns it.
-
-    Returns:
-        Path: ``path``.
-
-    Raises:
-        ValueError: ``config`` without one of :data:`CHECKPOINT_KEYS`, or ``metrics``
-            without one of :data:`METRIC_KEYS` (the message names them).
-    """
-    missing = [k for k in CHECKPOINT_KEYS if k not in config]
-    if missing:
-        raise ValueError(f"checkpoint config lacks {missing}; load_checkpoint needs "
-                         f"{list(CHECKPOINT_KEYS)}")
-    missing = [k for k in METRIC_KEYS if k not in metrics]
-    if missing:
-        raise ValueError(f"metrics lack {missing}; a checkpoint keeps {list(METRIC_KEYS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # every constructor argument, defaults included: a later default change cannot alter it
-    config = {**config, "model_kwargs": resolved_model_kwargs(config["model"],
-                                                              config["model_kwargs"]),
-              "model_kwargs_resolved": True}
-    checkpoint = {"config": config, "state_dict": model.state_dict(),
-                  "metrics": {k: metrics[k] for k in METRIC_KEYS}}
-    _atomic_write(path, lambda p: torch.save(checkpoint, p))
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, device="cpu"):
-    """Rebuild a model from a checkpoint written by ``stgraph train``.
-
-    Returns:
-        ``(model, config)``; the model is in eval mode on ``device``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not an stgraph checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an stgraph checkpoint (no 'config'/'state_dict')")
-    cfg = ckpt["config"]
-    if not cfg.get("model_kwargs_resolved"):
-        warnings.warn(f"{path} records only the model arguments given on the command line "
-                      "(written before stgraph kept them all): a model default changed since "
-                      "(e.g. CTL's heatmap_temperature, part_reduce, scale_cross_attention) "
-                      "rebuilds it differently; pass the old values to rebuild it as trained",
-                      UserWarning, stacklevel=2)
-    model = create_model(cfg["model"], num_classes=cfg["num_classes"], **cfg["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval(), cfg
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -553,7 +746,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = _load_dataset(data_cfg, args.protocol)
     metrics = evaluate(model, dataset, cfg["seq_len"], cfg["height"], cfg["width"],
                        batch_size=args.test_batch, device=device, metric=args.metric,
-                       pool=args.pool, workers=args.workers, progress=not args.no_progress,
+                       pool=args.pool, workers=args.workers, progress=_bars(args),
                        protocol=args.protocol, rerank=args.rerank)
     print(format_table(metrics))
     if args.output:
@@ -588,7 +781,7 @@ def _plot(args: argparse.Namespace) -> int:
     else:
         metrics, distmat = evaluate(model, dataset, *size, batch_size=args.test_batch,
                                     device=device, metric=args.metric, pool=args.pool,
-                                    workers=args.workers, progress=not args.no_progress,
+                                    workers=args.workers, progress=_bars(args),
                                     protocol=args.protocol, rerank=args.rerank,
                                     return_distances=True)
         k = min(args.top_k or 5, len(dataset.gallery))
@@ -615,15 +808,14 @@ def _cache(args: argparse.Namespace) -> int:
 
     data_cfg = _dataset_config(args)
     dataset = _load_dataset(data_cfg, args.protocol)
-    if not args.no_progress:
-        print(dataset.summary())
+    print(dataset.summary())  # not hidden by --no-progress
     settings = cache_settings(_with_protocol(data_cfg, args.protocol), args.backbone,
                               args.pretrained, args.last_stride, args.height, args.width)
     backbone = build_backbone(args.backbone, last_stride=args.last_stride,
                               pretrained=args.pretrained)
     cache = build_feature_cache(dataset, backbone, args.out, settings, batch_size=args.batch,
                                 workers=args.workers, device=_device(args.device),
-                                progress=not args.no_progress, overwrite=args.overwrite)
+                                progress=_bars(args), overwrite=args.overwrite)
     size = os.path.getsize(Path(args.out) / "maps.npy") / 2**30
     print(f"wrote {cache}: {cache.shape[1]} frames x 2 flips, {size:.2f} GiB, "
           f"{cache.seconds:.0f} s")
@@ -639,7 +831,22 @@ def _given_dests(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv))) - {"command"}
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` without a ``DataLoader`` worker's traceback: the worker's
+    own message (the last line of ``Original Traceback``), else the message itself."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        match = re.match(r"^[\w.]+: (.*)$", last)
+        return match.group(1) if match else last
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; 0 on success, 2 for a wrong setting, file or data (one line
+    ``stgraph: error: ...`` on stderr), 1 for a training run stopped (a NaN loss)."""
     args = build_parser().parse_args(argv)
     args._given = sorted(_given_dests(argv))
     try:
@@ -654,8 +861,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot":
             return _plot(args)
         return _evaluate(args)
-    except (FileNotFoundError, ValueError, KeyError, OSError, ImportError) as err:
+    except TrainingStopped as err:
         print(f"stgraph: error: {err}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError, KeyError, OSError, ImportError,
+            OutputInUseError) as err:
+        print(f"stgraph: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
+import random
+import time
 from collections.abc import Iterable
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -14,11 +21,15 @@ from stgraph.data import PKSampler, TestClipDataset, TrainClipDataset, VideoReID
 from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
 
 __all__ = [
+    "EVAL_LOG_KEYS",
+    "Trainer",
     "build_optimizer",
     "evaluate",
     "make_train_loader",
     "model_inputs",
     "rank_features",
+    "rng_state",
+    "set_rng_state",
     "takes_keypoints",
     "train_one_epoch",
     "warmup_cosine",
@@ -129,39 +140,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, epoch: int,
                     device: str | torch.device = "cpu",
                     scheduler=None, progress: bool = True) -> dict[str, float]:
-    """One pass over ``loader``; returns the epoch means of ``loss``, ``ce``, ``triplet``, ``acc``.
+    """One pass over ``loader``; returns the epoch means of ``loss``, ``ce``, ``triplet``, ``acc``
+    (and of the criterion's other terms): :meth:`Trainer.run_epoch` without a Trainer.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (the step is not applied).
+        ValueError: the loader yielded no batch.
     """
-    model.train()
-    for obj in (loader.dataset, loader.sampler):
-        if hasattr(obj, "set_epoch"):
-            obj.set_epoch(epoch)
-    sums: dict[str, float] = {}
-    n = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not progress, leave=False)
-    for batch in bar:
-        clips = batch["clip"].to(device, non_blocking=True)
-        pids = batch["pid"].to(device, non_blocking=True)
-        outputs = model(clips, **model_inputs(model, batch, device))
-        loss, parts = criterion(outputs, pids)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        parts["loss"] = loss.item()
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
-        n += 1
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", acc=f"{parts['acc']:.2f}")
-    if n == 0:
-        raise ValueError(
-            "the training loader yielded no batch: fewer tracklets than one P x K batch")
-    return {k: v / n for k, v in sums.items()}
+    trainer = Trainer(model, loader, criterion, optimizer, scheduler, epochs=epoch + 1,
+                      device=device, progress=progress, verbose=False)
+    return trainer.run_epoch(epoch)
 
 
 def _features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
@@ -234,3 +222,355 @@ def rank_features(qf, gf, query, gallery, metric: str = "euclidean",
         rerank=bool(rerank),
     )
     return (metrics, distmat) if return_distances else metrics
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop as an object: epochs, evaluation during training, logs, checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """The states of every random number generator a run draws from: torch (CPU and
+    CUDA), numpy's global one and Python's :mod:`random`, in a form ``torch.load`` reads
+    with ``weights_only=True``."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": {"version": version, "state": list(internal), "gauss": gauss},
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the generators :func:`rng_state` recorded."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
+                         nps["has_gauss"], nps["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: The evaluation metrics an epoch's log record and TensorBoard get.
+EVAL_LOG_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP")
+
+
+class Trainer:
+    r"""The training loop of ``stgraph train`` as an object: epochs, evaluation during
+    training, the best model, logs and a checkpoint to resume from after every epoch.
+
+    ``Trainer(model, loader, criterion, optimizer, scheduler, epochs=E).fit()`` trains
+    epochs ``trainer.epoch .. E - 1`` (``trainer.epoch`` counts the epochs completed, 0
+    for a new run); :meth:`state_dict` / :meth:`load_state_dict` hold everything the
+    next epoch depends on (model, optimizer, scheduler, gradient scaler, the random number
+    generators, the loader's sampler and dataset epochs, the history and the best
+    evaluation), so a run restored from the state of epoch :math:`k` continues
+    bit-identically to one that was never interrupted: the data pipeline draws from
+    generators seeded by ``(seed, epoch, index)`` (:mod:`stgraph.data.seeding`), and the
+    global generators (dropout, the loader's worker seeds) are restored.
+
+    With ``output`` (a folder) every epoch writes, in this order:
+    ``best.pth`` when the epoch was evaluated (``eval_every``) and its mAP is the best so
+    far (:func:`stgraph.checkpoint.save_checkpoint`), one JSON line in ``log.jsonl``
+    (the epoch's record, see :meth:`fit`), TensorBoard scalars under ``tb/`` when
+    ``tensorboard`` is installed, and ``last.pth``
+    (:func:`stgraph.checkpoint.save_training_state`, atomically). The checkpoints need
+    ``config`` (:data:`stgraph.checkpoint.CHECKPOINT_KEYS`: ``model``, ``model_kwargs``,
+    ``num_classes``).
+
+    Places for mixed precision and multi-process training: ``autocast`` (a callable
+    returning the context the forward pass runs in, e.g.
+    ``lambda: torch.autocast("cpu", torch.bfloat16)``), ``grad_scaler`` (a
+    ``torch.amp.GradScaler``: the backward pass and the step go through it, its state is
+    saved), ``is_main`` (only the main process prints and writes files), and the loader's
+    sampler gets ``set_epoch`` whatever its type (e.g. a ``DistributedSampler``).
+
+    Args:
+        model (nn.Module): what is trained (``model(clips, **inputs)`` returns the outputs
+            ``criterion`` takes).
+        loader (DataLoader): training batches, dicts with ``clip`` and ``pid`` (e.g.
+            :func:`make_train_loader`); its ``dataset`` and ``sampler`` get ``set_epoch``.
+        criterion (nn.Module): ``criterion(outputs, pids) -> (loss, terms)``, e.g.
+            :class:`~stgraph.losses.ReIDLoss`.
+        optimizer (Optimizer): e.g. from :func:`build_optimizer`.
+        scheduler (optional): stepped after every optimizer step (e.g. :func:`warmup_cosine`).
+        epochs (int): epochs in all.
+        device: where batches go.
+        progress (bool): a tqdm bar per epoch (the CLI shows one only on a terminal).
+        verbose (bool): print one plain line per epoch.
+        evaluate_fn (callable, optional): ``evaluate_fn(model) -> metrics`` (a dict with
+            ``mAP``), called after every ``eval_every``-th epoch.
+        eval_every (int): evaluate every that many epochs (0: never).
+        output (str or Path, optional): folder for ``last.pth``, ``best.pth``, ``log.jsonl``
+            and ``tb/``; nothing is written without it.
+        config (dict, optional): the checkpoints' config.
+        save_model (nn.Module, optional): the module the checkpoints hold (default
+            ``model``; e.g. the full model when ``model`` wraps it).
+        tensorboard (bool): write TensorBoard scalars when ``tensorboard`` is importable.
+        callbacks (sequence): ``callback(trainer, record)`` after each epoch's files.
+        log (callable): where the epoch lines go (default ``print``).
+
+    Raises:
+        ValueError: ``epochs`` < 1 or ``eval_every`` < 0; ``output`` without ``config``.
+    """
+
+    def __init__(self, model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler=None, *, epochs: int,
+                 device: str | torch.device = "cpu", progress: bool = False,
+                 verbose: bool = True, evaluate_fn=None, eval_every: int = 0,
+                 output: str | os.PathLike | None = None, config: dict | None = None,
+                 save_model: nn.Module | None = None, tensorboard: bool = True,
+                 callbacks=(), log=None, autocast=None, grad_scaler=None,
+                 is_main: bool = True) -> None:
+        if int(epochs) < 1:
+            raise ValueError(f"Trainer: epochs must be >= 1, got {epochs}")
+        if int(eval_every) < 0:
+            raise ValueError(f"Trainer: eval_every must be >= 0, got {eval_every}")
+        if output is not None and config is None:
+            raise ValueError("Trainer: output needs config (the checkpoints' config)")
+        self.model, self.loader, self.criterion = model, loader, criterion
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.epochs, self.device = int(epochs), device
+        self.progress, self.verbose = progress, verbose
+        self.evaluate_fn, self.eval_every = evaluate_fn, int(eval_every)
+        self.output = None if output is None else Path(output)
+        self.config = config
+        self.save_model = model if save_model is None else save_model
+        self.tensorboard = tensorboard
+        self.callbacks = list(callbacks)
+        self.log = log or (lambda line: print(line, flush=True))
+        self.autocast = autocast or contextlib.nullcontext
+        self.grad_scaler = grad_scaler
+        self.is_main = is_main
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.best: dict | None = None  # {"epoch", "mAP"} of best.pth
+        self.last_metrics: dict | None = None  # the evaluation of the last epoch, if any
+
+    # -- one epoch ---------------------------------------------------------------------
+
+    def _set_epoch(self, epoch: int) -> None:
+        for obj in (self.loader.dataset, self.loader.sampler):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    def _step(self, batch: dict, epoch: int, step: int) -> dict:
+        net = getattr(self.model, "module", self.model)  # a DDP wrapper's module
+        clips = batch["clip"].to(self.device, non_blocking=True)
+        pids = batch["pid"].to(self.device, non_blocking=True)
+        with self.autocast():
+            outputs = self.model(clips, **model_inputs(net, batch, self.device))
+        loss, parts = self.criterion(outputs, pids)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step "
+                                     f"{step + 1}; lower --lr (the step was not applied)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self._lrs = [float(g["lr"]) for g in self.optimizer.param_groups]  # of this step
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        parts["loss"] = loss.item()
+        return parts
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """Train one pass over the loader as epoch ``epoch`` (0-based; it selects the data's
+        random draws) without any bookkeeping; the epoch means of the loss terms.
+
+        Raises:
+            FloatingPointError: the loss became NaN or infinite (the step is not applied).
+            ValueError: the loader yielded no batch.
+        """
+        self.model.train()
+        self._set_epoch(epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}", disable=not self.progress,
+                   leave=False)
+        for batch in bar:
+            parts = self._step(batch, epoch, n)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", acc=f"{parts.get('acc', 0):.2f}")
+        if n == 0:
+            raise ValueError(
+                "the training loader yielded no batch: fewer tracklets than one P x K batch")
+        return {k: v / n for k, v in sums.items()}
+
+    def train_epoch(self) -> dict:
+        """Train the next epoch (``self.epoch``), evaluate it when due, write its files and
+        return its record: the means of every loss term, ``epoch`` (1-based), ``lr`` (each
+        parameter group's learning rate at the epoch's last step), ``seconds``, and
+        :data:`EVAL_LOG_KEYS` when evaluated.
+
+        Raises:
+            FloatingPointError: a NaN or infinite loss (``last.pth`` keeps the previous epoch).
+        """
+        epoch = self.epoch
+        t0 = time.perf_counter()
+        stats = self.run_epoch(epoch)
+        record = {"epoch": epoch + 1, **stats,
+                  "lr": self._lrs,
+                  "seconds": time.perf_counter() - t0}
+        metrics = None
+        if self.evaluate_fn is not None and self.eval_every and (
+                (epoch + 1) % self.eval_every == 0):
+            te = time.perf_counter()
+            metrics = self.evaluate_fn(self.save_model)
+            record.update({k: float(metrics[k]) for k in EVAL_LOG_KEYS if k in metrics})
+            record["eval_seconds"] = time.perf_counter() - te
+        self.last_metrics = metrics
+        self.history.append(record)
+        self.epoch = epoch + 1
+        if self.verbose and self.is_main:
+            self.log(self.format_record(record))
+        if self.is_main and self.output is not None:
+            self._write_epoch(record, metrics)
+        for callback in self.callbacks:
+            callback(self, record)
+        return record
+
+    def format_record(self, record: dict) -> str:
+        """The plain epoch line: ``epoch k/E  loss ...  ce ...  triplet ...  acc ...  s``."""
+        skip = {"epoch", "loss", "ce", "triplet", "acc", "seconds", "lr", "eval_seconds",
+                *EVAL_LOG_KEYS}
+        extra = "".join(f"  {k} {v:.4f}" for k, v in record.items() if k not in skip)
+        line = (f"epoch {record['epoch']}/{self.epochs}  loss {record['loss']:.4f}  "
+                f"ce {record.get('ce', 0.0):.4f}  triplet {record.get('triplet', 0.0):.4f}"
+                f"{extra}  acc {100 * record.get('acc', 0.0):.1f}%  "
+                f"lr {record['lr'][-1]:.2e}  {record['seconds']:.1f}s")
+        if "mAP" in record:
+            line += (f"  | eval rank1 {100 * record['rank1']:.2f}%  "
+                     f"mAP {100 * record['mAP']:.2f}%")
+        return line
+
+    # -- files -------------------------------------------------------------------------
+
+    def _write_epoch(self, record: dict, metrics: dict | None) -> None:
+        from stgraph.checkpoint import save_checkpoint, save_training_state
+
+        out = self.output
+        out.mkdir(parents=True, exist_ok=True)
+        if metrics is not None and (self.best is None or metrics["mAP"] > self.best["mAP"]):
+            save_checkpoint(out / "best.pth", self.save_model,
+                            {**self.config, "epoch": self.epoch}, metrics)
+            self.best = {"epoch": self.epoch, "mAP": float(metrics["mAP"])}
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k == "lr":
+                    for i, lr in enumerate(v):
+                        self._tb.add_scalar(f"lr/group{i}", lr, self.epoch)
+                elif k in EVAL_LOG_KEYS:
+                    self._tb.add_scalar(f"eval/{k}", v, self.epoch)
+                elif k != "epoch":
+                    self._tb.add_scalar(f"train/{k}", v, self.epoch)
+            self._tb.flush()
+        save_training_state(out / "last.pth", self.save_model, self.config, self.state_dict())
+
+    _tb = None
+    _lrs: list = []
+
+    def _open_logs(self) -> None:
+        """Rewrite ``log.jsonl`` from the history (a resumed run drops the lines of epochs
+        it redoes) and open the TensorBoard writer when ``tensorboard`` is importable."""
+        if not self.is_main or self.output is None:
+            return
+        from stgraph.checkpoint import atomic_write
+
+        self.output.mkdir(parents=True, exist_ok=True)
+
+        def dump(p):
+            with open(p, "w") as f:
+                for record in self.history:
+                    f.write(json.dumps(record) + "\n")
+
+        atomic_write(self.output / "log.jsonl", dump)
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # the optional extra 'tb' is not installed
+                return
+            self._tb = SummaryWriter(str(self.output / "tb"), purge_step=self.epoch + 1)
+
+    def fit(self) -> list[dict]:
+        """Train the remaining epochs ``self.epoch .. epochs - 1`` (:meth:`train_epoch`).
+
+        Returns:
+            list[dict]: the history, one record per epoch completed.
+
+        Raises:
+            FloatingPointError: a NaN or infinite loss; ``last.pth`` keeps the last
+                completed epoch.
+        """
+        self._open_logs()
+        try:
+            while self.epoch < self.epochs:
+                self.train_epoch()
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+        return self.history
+
+    # -- state -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything the next epoch depends on: ``model``, ``optimizer``, ``scheduler``,
+        ``grad_scaler``, ``rng`` (:func:`rng_state`), ``data`` (the loader's sampler and
+        dataset seeds and epochs), ``epoch`` (epochs completed), ``epochs``, ``history``
+        and ``best``."""
+        data = {}
+        for name, obj in (("sampler", self.loader.sampler), ("dataset", self.loader.dataset)):
+            data[name] = {k: int(getattr(obj, k)) for k in ("seed", "epoch")
+                          if isinstance(getattr(obj, k, None), int)}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "grad_scaler": (None if self.grad_scaler is None
+                            else self.grad_scaler.state_dict()),
+            "rng": rng_state(),
+            "data": data,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "history": list(self.history),
+            "best": self.best,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`: the next :meth:`fit` trains epoch
+        ``state["epoch"]`` on; ``epochs`` stays this Trainer's (a run may be extended).
+
+        Raises:
+            ValueError: the state's data seeds differ from this loader's.
+        """
+        for name, obj in (("sampler", self.loader.sampler), ("dataset", self.loader.dataset)):
+            saved = state.get("data", {}).get(name, {})
+            if "seed" in saved and getattr(obj, "seed", saved["seed"]) != saved["seed"]:
+                raise ValueError(f"the saved state's {name} seed {saved['seed']} differs from "
+                                 f"this loader's {obj.seed}")
+            if "epoch" in saved and hasattr(obj, "set_epoch"):
+                obj.set_epoch(saved["epoch"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.grad_scaler is not None and state.get("grad_scaler") is not None:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        set_rng_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.best = state.get("best")

@@ -9,7 +9,7 @@ into one random clip :math:`(T, 3, H, W)` per epoch, batched by
 into all their consecutive clips.
 """
 
-from stgraph.data.base import Tracklet, VideoReIDDataset
+from stgraph.data.base import FrameNotFoundError, FrameReadError, Tracklet, VideoReIDDataset
 from stgraph.data.clips import TestClipDataset, TrainClipDataset
 from stgraph.data.dukemtmcvidreid import DukeMTMCVidReID
 from stgraph.data.ilidsvid import ILIDSVID
@@ -38,6 +38,8 @@ __all__ = [
     "COCO_KEYPOINT_NAMES",
     "ClipAugment",
     "DukeMTMCVidReID",
+    "FrameNotFoundError",
+    "FrameReadError",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ILIDSVID",

@@ -9,7 +9,75 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-__all__ = ["Tracklet", "VideoReIDDataset"]
+__all__ = ["FrameNotFoundError", "FrameReadError", "Tracklet", "VideoReIDDataset",
+           "check_keypoints_in_frame", "to_rgb"]
+
+
+class FrameReadError(OSError):
+    """A frame file that is missing, corrupt or not an image; the message names the file.
+
+    Raised by :meth:`VideoReIDDataset.read_frame` and :meth:`VideoReIDDataset.check_frames`,
+    also from inside ``DataLoader`` worker processes (``stgraph`` prints its one line).
+    A missing file raises :class:`FrameNotFoundError`, also a ``FileNotFoundError``.
+
+    Args:
+        message (str): what went wrong, naming the file.
+    """
+
+
+class FrameNotFoundError(FrameReadError, FileNotFoundError):
+    """A frame file that does not exist (a :class:`FrameReadError` and a
+    ``FileNotFoundError``).
+
+    Args:
+        message (str): naming the file.
+    """
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as an 8-bit RGB image, high bit depths scaled rather than clipped.
+
+    PIL's ``convert("RGB")`` clips a 16-bit grayscale image (modes ``I;16*`` and ``I``, as
+    PIL opens 16-bit PNGs) at 255, which turns almost every pixel white; here 16-bit
+    values are divided by 257 (65535 -> 255) and float images (mode ``F``) are read as
+    [0, 1] when their maximum is at most 1, else as [0, 255].
+    """
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+    else:
+        return img if img.mode == "RGB" else img.convert("RGB")
+    gray = np.clip(np.rint(np.nan_to_num(arr)), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def check_keypoints_in_frame(kp: np.ndarray, size: tuple[int, int], where: str) -> None:
+    """Refuse keypoints (rows ``(x, y, score)``) outside a ``(W, H)`` frame or with a score
+    outside [0, 1]; keypoints with score 0 (missing) may lie anywhere.
+
+    Raises:
+        ValueError: the message names ``where`` (the frame and the keypoints file), the
+            keypoint and its value.
+    """
+    kp = np.asarray(kp, dtype=np.float64)
+    w, h = size
+    scores = kp[:, 2]
+    bad = np.flatnonzero((scores < 0) | (scores > 1))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{where}: keypoint {i} has score {scores[i]:g}, outside [0, 1]; "
+                         "keypoint scores must be probabilities")
+    present = scores > 0
+    outside = present & ((kp[:, 0] < 0) | (kp[:, 0] > w) | (kp[:, 1] < 0) | (kp[:, 1] > h))
+    bad = np.flatnonzero(outside)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{where}: keypoint {i} at ({kp[i, 0]:g}, {kp[i, 1]:g}) lies outside "
+                         f"the {w} x {h} frame; keypoints are in the frame's pixels (give "
+                         "missing ones score 0)")
 
 
 class Tracklet(NamedTuple):
@@ -97,24 +165,82 @@ class VideoReIDDataset:
         Returns:
             PIL.Image.Image: the frame, mode ``"RGB"``, at its stored size.
 
+        A 16-bit grayscale frame is scaled to 8 bits, not clipped (:func:`to_rgb`).
+
         Raises:
-            FileNotFoundError: the file does not exist (the message names it).
-            OSError: the file cannot be decoded (the message names it).
+            FrameReadError: (an ``OSError``) the file does not exist or cannot be decoded
+                (the message names it).
         """
         path = Path(key)
         if not path.is_file():
-            raise FileNotFoundError(f"{self.name}: frame file not found: {path}")
+            raise FrameNotFoundError(f"{self.name}: frame file not found: {path}")
         try:
             with Image.open(path) as img:
                 img.load()
-                return img.convert("RGB")
+                return to_rgb(img)
         except (OSError, ValueError, SyntaxError) as err:
             # PIL raises OSError (UnidentifiedImageError, truncated data) and
             # occasionally ValueError/SyntaxError for corrupt headers.
-            raise OSError(
+            raise FrameReadError(
                 f"{self.name}: cannot read frame {path}: {err}; the file is corrupt or not "
                 "an image, replace or delete it"
-            ) from err
+            ) from None
+
+    def _frame_size(self, key: Hashable, decode: bool) -> tuple[int, int] | None:
+        """The ``(W, H)`` of a frame: decoded fully (``decode``) or from the file's header
+        (checked by PIL's ``verify``); :obj:`None` for a generated frame not decoded."""
+        if decode:
+            return self.read_frame(key).size
+        if type(self).read_frame is not VideoReIDDataset.read_frame:
+            return None  # generated frames: no file to open
+        path = Path(key)
+        if not path.is_file():
+            raise FrameNotFoundError(f"{self.name}: frame file not found: {path}")
+        try:
+            with Image.open(path) as img:
+                size = img.size
+                img.verify()
+        except (OSError, ValueError, SyntaxError) as err:
+            raise FrameReadError(
+                f"{self.name}: cannot read frame {path}: {err}; the file is corrupt or not "
+                "an image, replace or delete it"
+            ) from None
+        return size
+
+    def check_frames(self, tracklets: Iterable[Tracklet], decode: bool = False,
+                     progress: bool = False) -> int:
+        """Check that every frame of ``tracklets`` can be read, and its keypoints (where
+        the dataset has them) lie in the frame with scores in [0, 1].
+
+        Args:
+            tracklets: e.g. ``dataset.query + dataset.gallery``.
+            decode (bool): decode every frame (:meth:`read_frame`); else open and verify
+                the files' headers only (fast; generated frames are then skipped).
+            progress (bool): a progress bar.
+
+        Returns:
+            int: the number of distinct frames checked.
+
+        Raises:
+            FrameReadError: a frame cannot be read (the message names the file).
+            ValueError: a frame's keypoints are outside it or have a score outside [0, 1].
+        """
+        from tqdm.auto import tqdm
+
+        keys = list(dict.fromkeys(k for t in tracklets for k in t.frames))
+        checked = 0
+        for key in tqdm(keys, desc="checking frames", disable=not progress, leave=False):
+            size = self._frame_size(key, decode)
+            if size is None:
+                continue
+            checked += 1
+            kp = self.frame_keypoints(key)
+            if kp is not None:
+                source = getattr(self, "keypoints_file", None)
+                where = f"{self.name}: keypoints of frame {key}" + (
+                    f" (keypoints file {source})" if source else "")
+                check_keypoints_in_frame(kp, size, where)
+        return checked
 
     def frame_keypoints(self, key: Hashable) -> np.ndarray | None:
         """Pose keypoints of one frame, where the dataset has them.

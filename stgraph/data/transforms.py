@@ -133,8 +133,10 @@ def load_clip_with_keypoints(
 
     Raises:
         ValueError: as :func:`load_clip`, or a dataset's keypoints not of
-            shape ``(17, 3)`` (the message names the frame).
+            shape ``(17, 3)``, outside the frame or with a score outside [0, 1] (the
+            message names the frame and the keypoints file).
     """
+    from stgraph.data.base import check_keypoints_in_frame
     from stgraph.graph.keypoints import flip_keypoints, prior_pose
 
     clip, sizes = _load(dataset, keys, height, width, flip=False)
@@ -148,6 +150,9 @@ def load_clip_with_keypoints(
         if kp.shape != (17, 3):
             raise ValueError(f"{dataset.name}: keypoints of frame {key!r} have shape "
                              f"{tuple(kp.shape)}, expected (17, 3)")
+        source = getattr(dataset, "keypoints_file", None)
+        check_keypoints_in_frame(kp.numpy(), (w0, h0), f"{dataset.name}: keypoints of frame "
+                                 f"{key}" + (f" (keypoints file {source})" if source else ""))
         kp = kp.clone()
         kp[:, 0] *= width / w0
         kp[:, 1] *= height / h0

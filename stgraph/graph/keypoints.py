@@ -97,7 +97,9 @@ def load_coco_keypoints(path: str | Path, num_keypoints: int = 17) -> dict[Hasha
         FileNotFoundError: the file does not exist (also a ``ValueError``).
         ValueError: the file is empty or not JSON; an entry is not an object,
             lacks ``image_id`` or ``keypoints``, has a ``keypoints`` list of
-            the wrong length, or holds a NaN, an infinity or a non-number. The
+            the wrong length, holds a NaN, an infinity or a non-number, a keypoint
+            score outside [0, 1] or a (scored) keypoint at a negative position (those
+            beyond the frame are refused when the frame is read). The
             message names the file, the entry index (and line) and the
             ``image_id``.
 
@@ -155,6 +157,20 @@ def load_coco_keypoints(path: str | Path, num_keypoints: int = 17) -> dict[Hasha
                 "not allowed, drop the detection or use score 0"
             )
         kp = kp.reshape(num_keypoints, 3)
+        bad = np.flatnonzero((kp[:, 2] < 0) | (kp[:, 2] > 1))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"keypoints file {path}: {where} (image_id={image_id!r}) has keypoint {i} with "
+                f"score {kp[i, 2]:g}, outside [0, 1]; keypoint scores must be probabilities"
+            )
+        if (kp[kp[:, 2] > 0, :2] < 0).any():
+            i = int(np.flatnonzero((kp[:, 2] > 0) & (kp[:, :2] < 0).any(axis=1))[0])
+            raise ValueError(
+                f"keypoints file {path}: {where} (image_id={image_id!r}) has keypoint {i} at "
+                f"({kp[i, 0]:g}, {kp[i, 1]:g}), outside the image (negative); keypoints are in "
+                "the image's pixels (give missing ones score 0)"
+            )
         if "score" in entry:
             score = entry["score"]
             if not isinstance(score, (int, float)) or not math.isfinite(score):
