@@ -94,7 +94,10 @@ def mixed_precision(device: str | torch.device):
     """The autocast context factory and gradient scaler of ``--amp`` on ``device``.
 
     * CPU: ``torch.autocast("cpu", torch.bfloat16)``, no scaler (bfloat16 has float32's
-      range, so gradients do not underflow);
+      range, so gradients do not underflow). Known issue: torch 2.13's CPU bfloat16
+      convolution (oneDNN) returns NaN in about a third of the calls of a stride-2
+      convolution on a 4 x 2 map (a ResNet at 32 x 16 input); the run then stops at the
+      NaN loss with its message. 64 x 32 and larger inputs are fine;
     * CUDA: bfloat16 where the GPU supports it (``torch.cuda.is_bf16_supported()``:
       Ampere and later), no scaler, for the same reason; on older GPUs float16 with a
       ``torch.amp.GradScaler`` (dynamic loss scaling; its state is saved in ``last.pth``).
