@@ -157,11 +157,23 @@ def gather_batch(x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)  # every rank's sum fed every rank's loss
+        return grad
+
+
 def _all_reduce(x: Tensor) -> Tensor:
     """A differentiable sum over the ranks (its backward sums the gradients too)."""
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(x)
+    return _AllReduceSum.apply(x)
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
