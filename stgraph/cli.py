@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from stgraph import distributed
 from stgraph.checkpoint import (
     CHECKPOINT_KEYS,
     METRIC_KEYS,
@@ -51,7 +52,6 @@ from stgraph.checkpoint import (
     write_json,
 )
 from stgraph.data import TestClipDataset, create_dataset, get_dataset_class, list_datasets
-from stgraph import distributed
 from stgraph.engine import (
     Trainer,
     build_optimizer,

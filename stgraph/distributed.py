@@ -27,11 +27,9 @@ single-process training on the global batch:
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -248,8 +246,3 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | str) -> nn.
         out.add_module(name, convert_sync_batchnorm(child, device))
     return out
 
-
-def warn_sync_bn_without_torchrun() -> None:
-    """``--sync-bn`` in a single process: nothing to synchronise."""
-    warnings.warn("--sync-bn has no effect in a single process (start the run with "
-                  "torchrun --nproc_per_node N to train on several)", stacklevel=2)
