@@ -33,11 +33,19 @@ Usage (from the repository root)::
 
     python benchmarks/models.py [--out benchmarks/results/models.json]
     python benchmarks/models.py --quick   # resnet18, 64 x 32 frames, B = 2: a smoke test
+    python benchmarks/models.py --device cuda --amp   # each row also with --amp
+
+``--amp`` times every model (and backend) a second time with the forward passes in
+``stgraph train --amp``'s autocast (:func:`stgraph.engine.mixed_precision`: bfloat16 on
+the CPU and on GPUs that support it, float16 on older GPUs; the losses in float32), and
+prints clips/s without and with it. The gradient scaler of float16 is left out (a
+multiplication of the loss; the optimiser step is not timed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -48,6 +56,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timer import compare, machine, save_results  # noqa: E402
 
+from stgraph.engine import mixed_precision  # noqa: E402
 from stgraph.losses import ReIDLoss  # noqa: E402
 from stgraph.models import create_model  # noqa: E402
 
@@ -65,10 +74,13 @@ def _params(module: torch.nn.Module) -> int:
 
 def training_steps(name: str, backbone: str, batch: int, seq_len: int, height: int,
                    width: int, device: torch.device,
-                   backend: str | None = None) -> tuple[torch.nn.Module, dict]:
+                   backend: str | None = None,
+                   amp: bool = False) -> tuple[torch.nn.Module, dict]:
     """The model ``name`` and its three timed functions ``{"step", "backbone", "head"}``
     (see the module docstring), on random clips ``(batch, seq_len, 3, height, width)``;
-    ``backend`` is the graph layers' (STGCN and CTL; :obj:`None`: the model's default)."""
+    ``backend`` is the graph layers' (STGCN and CTL; :obj:`None`: the model's default);
+    ``amp``: the forward passes in ``--amp``'s autocast."""
+    autocast = mixed_precision(device)[0] if amp else contextlib.nullcontext
     kwargs: dict[str, Any] = {"backbone": backbone}
     if name == "stgcn":
         kwargs["seq_len"] = seq_len
@@ -97,33 +109,40 @@ def training_steps(name: str, backbone: str, batch: int, seq_len: int, height: i
 
     def step():
         model.zero_grad(set_to_none=True)
-        loss, _ = criterion(model(clips), pids)
+        with autocast():
+            outputs = model(clips)
+        loss, _ = criterion(outputs, pids)
         loss.backward()
 
     def backbone_step():
         model.zero_grad(set_to_none=True)
-        model.forward_features(clips).backward(grad_maps)
+        with autocast():
+            out = model.forward_features(clips)
+        out.backward(grad_maps.to(out.dtype))
 
     def head():
         model.zero_grad(set_to_none=True)
         maps.grad = None
-        loss, _ = criterion(head_forward(maps), pids)
+        with autocast():
+            outputs = head_forward(maps)
+        loss, _ = criterion(outputs, pids)
         loss.backward()
 
     return model, {"step": step, "backbone": backbone_step, "head": head}
 
 
 def run_model(name: str, backend: str | None, args, device: torch.device,
-              sync) -> dict[str, Any]:
+              sync, amp: bool = False) -> dict[str, Any]:
     seq_len = args.seq_len or SEQ_LEN[name]
     model, fns = training_steps(name, args.backbone, args.batch, seq_len, args.height,
-                                args.width, device, backend)
+                                args.width, device, backend, amp=amp)
     times = compare(fns, repeats=args.repeats, warmup=args.warmup, sync=sync)
     t_step, t_backbone = times["step"]["median_s"], times["backbone"]["median_s"]
     t_head = times["head"]["median_s"]
     total, body = _params(model), _params(model.backbone)
     return {
-        "model": name, "backend": backend, "seq_len": seq_len, "batch": args.batch,
+        "model": name, "backend": backend, "amp": amp, "seq_len": seq_len,
+        "batch": args.batch,
         "params": total, "backbone_params": body, "head_params": total - body,
         "step_s": t_step, "clips_per_s": args.batch / t_step, "backbone_s": t_backbone,
         "head_s": t_head, "head_share": t_head / t_backbone,
@@ -177,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--backends", nargs="+", choices=("torch", "triton"), default=None,
                         help="graph-layer backends of STGCN and CTL, one row each "
                              "(default: torch on cpu, torch and triton on cuda)")
+    parser.add_argument("--amp", action="store_true",
+                        help="time every row also with stgraph train --amp's autocast and "
+                             "report clips/s without and with it")
     args = parser.parse_args(argv)
     results = setup_run(parser, args)
     if args.backends is None:
@@ -190,18 +212,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_header(results)
     for name in args.models:
         for backend in (args.backends if name in GRAPH_MODELS else [None]):
-            res = run_model(name, backend, args, device, sync)
-            print_row(res)
-            results["models"].append(res)
+            for amp in ((False, True) if args.amp else (False,)):
+                res = run_model(name, backend, args, device, sync, amp=amp)
+                print_row(res)
+                results["models"].append(res)
+    if args.amp:
+        results["amp_speedup"] = amp_summary(results["models"])
+        print_amp(results)
     results["target"] = target_summary(results["models"])
     print_target(results)
     save_results(args.out, results)
     return results
 
 
+def amp_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Clips/s without and with ``--amp`` per model (and backend) and their ratio."""
+    out = {}
+    for r in rows:
+        if r.get("amp"):
+            base = next(b for b in rows if b["model"] == r["model"]
+                        and b["backend"] == r["backend"] and not b.get("amp"))
+            label = r["model"] + (f" ({r['backend']})" if r["backend"] else "")
+            out[label] = {"fp32_clips_per_s": base["clips_per_s"],
+                          "amp_clips_per_s": r["clips_per_s"],
+                          "speedup": r["clips_per_s"] / base["clips_per_s"]}
+    return out
+
+
+def print_amp(res: dict[str, Any]) -> None:
+    print("\n--amp (training step clips/s): " + "; ".join(
+        f"{k} {v['fp32_clips_per_s']:.2f} -> {v['amp_clips_per_s']:.2f} "
+        f"({v['speedup']:.2f}x)" for k, v in res["amp_speedup"].items()))
+
+
 def target_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue 5 targets: STGCN's head share (its fastest backend, as ``"auto"`` picks
     Triton where it runs) and, on a GPU, the Triton head's speed-up over the torch one."""
+    rows = [r for r in rows if not r.get("amp")]  # the targets are fp32's
     stgcn = {r["backend"]: r for r in rows if r["model"] == "stgcn"}
     best = min(stgcn.values(), key=lambda r: r["head_s"]) if stgcn else None
     out: dict[str, Any] = {
@@ -233,7 +280,8 @@ def print_header(res: dict[str, Any]) -> None:
 
 
 def print_row(r: dict[str, Any]) -> None:
-    label = r["model"] + (f" ({r['backend']})" if r["backend"] else "")
+    label = r["model"] + (f" ({r['backend']})" if r["backend"] else "") + (
+        " amp" if r.get("amp") else "")
     print(f"{label:<14}{r['seq_len']:>3}{r['params'] / 1e6:>10.1f}"
           f"{r['head_params'] / 1e6:>8.1f}{r['step_s']:>9.3f}{r['clips_per_s']:>9.2f}"
           f"{r['backbone_s']:>12.3f}{r['head_s']:>9.3f}{100 * r['head_share']:>11.1f}%"

@@ -521,14 +521,17 @@ class FeatureMapHead(nn.Module):
 
 def make_cached_train_loader(cache: FeatureCache, seq_len: int, batch_ids: int,
                              batch_instances: int, seed: int = 0, workers: int = 0,
-                             keypoints: bool = False, flip: bool = True) -> DataLoader:
+                             keypoints: bool = False, flip: bool = True,
+                             num_replicas: int = 1, rank: int = 0) -> DataLoader:
     """A PK-sampled loader of :class:`CachedTrainClips`, the cached twin of
-    :func:`stgraph.engine.make_train_loader` (same sampler, same batch layout)."""
+    :func:`stgraph.engine.make_train_loader` (same sampler, same batch layout, the same
+    share of each batch per process with ``num_replicas`` / ``rank``)."""
     from stgraph.data.samplers import PKSampler
 
     clips = CachedTrainClips(cache, seq_len, seed=seed, flip=flip, keypoints=keypoints)
-    sampler = PKSampler(clips.pids, batch_ids, batch_instances, seed=seed)
-    return DataLoader(clips, batch_size=batch_ids * batch_instances, sampler=sampler,
+    sampler = PKSampler(clips.pids, batch_ids, batch_instances, seed=seed,
+                        num_replicas=num_replicas, rank=rank)
+    return DataLoader(clips, batch_size=sampler.share, sampler=sampler,
                       num_workers=workers, drop_last=True)
 
 

@@ -8,6 +8,8 @@ Examples::
     stgraph train --model stgcn --dataset synthetic --backbone resnet18 \\
         --height 128 --width 64 --seq-len 4 --epochs 10 --output runs/synthetic-stgcn
     stgraph train ... --output runs/synthetic-stgcn --resume   # after a kill: continue
+    stgraph train ... --amp        # mixed precision (bfloat16 autocast; float16 on old GPUs)
+    torchrun --nproc_per_node 4 -m stgraph train ... --sync-bn   # 4 processes, torch DDP
     stgraph evaluate --checkpoint runs/synthetic-stgcn/checkpoint.pth
     stgraph train --model tp_mlp --dataset synthetic --backbone resnet18 \\
         --model-arg hidden=512 --model-arg dropout=0.1 --output runs/synthetic-tp-mlp
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import inspect
 import os
 import re
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from stgraph import distributed
 from stgraph.checkpoint import (
     CHECKPOINT_KEYS,
     METRIC_KEYS,
@@ -53,6 +57,7 @@ from stgraph.engine import (
     build_optimizer,
     evaluate,
     make_train_loader,
+    mixed_precision,
     takes_keypoints,
     warmup_cosine,
 )
@@ -238,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.use_deterministic_algorithms(True) (and "
                         "CUBLAS_WORKSPACE_CONFIG on CUDA): two runs with one seed give the "
                         "same weights and metrics, slower on GPUs")
+    t.add_argument("--amp", action="store_true",
+                   help="mixed precision: bfloat16 autocast on the CPU and on GPUs that "
+                        "support it, float16 with a gradient scaler on older GPUs; losses "
+                        "and distances in float32")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch norm statistics over the global batch of "
+                        "all processes (a warning and no effect in one process)")
     _add_eval_args(t)
 
     t.add_argument("--feature-cache", metavar="DIR",
@@ -542,6 +554,8 @@ def _resume_state(args: argparse.Namespace, out: Path):
         for key in sorted(set(saved) | set(now)):
             if key in RESUME_MAY_DIFFER or saved.get(key) == now.get(key):
                 continue
+            if key not in saved and now.get(key) in (False, None):
+                continue  # a setting newer than last.pth, at its default
             flag = "--" + key.replace("_", "-")
             differ.append(f"{flag} {now.get(key)!r} (last.pth: {saved.get(key)!r})")
         if differ:
@@ -589,17 +603,60 @@ def _pause_for_tests():
 def _train(args: argparse.Namespace) -> int:
     """``stgraph train``: every check first, then :class:`~stgraph.engine.Trainer`.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this: it joins the process
+    group (:func:`stgraph.distributed.init_from_env`: gloo on the CPU, nccl and
+    ``cuda:LOCAL_RANK`` on GPUs), trains its share of each global batch in
+    ``DistributedDataParallel``, and takes part in the evaluation; only rank 0 prints
+    to stdout, shows progress, takes the lock and writes files. The output folder must be
+    on a file system every process sees (``--resume`` reads ``last.pth`` in each).
+
     Raises:
         ValueError, OSError, OutputInUseError: a setting, the data or the output folder is
-            wrong (``main`` prints one line).
+            wrong (``main`` prints one line), e.g. ``--amp`` on a device other than cpu
+            or cuda, a batch ``P x K`` that the processes cannot share evenly, or
+            ``--device cuda:1`` under torchrun.
         TrainingStopped: the loss became NaN (``last.pth`` keeps the last good epoch).
     """
     device = _device(args.device)
+    if not distributed.launched_by_torchrun():
+        if args.sync_bn:
+            print("stgraph: warning: --sync-bn has no effect in a single process (start "
+                  "the run with torchrun --nproc_per_node N)", file=sys.stderr)
+        return _train_process(args, device)
+    device = distributed.init_from_env(device)
+    try:
+        if distributed.rank() == 0:
+            return _train_process(args, device)
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            return _train_process(args, device)  # only rank 0 prints
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _all_ranks_ok(ok: bool) -> bool:
+    """Whether every process reports ``ok`` (a collective; True in one process)."""
+    if not distributed.is_distributed():
+        return ok
+    flag = torch.tensor([1.0 if ok else 0.0])
+    if torch.distributed.get_backend() == "nccl":
+        flag = flag.cuda()
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _train_process(args: argparse.Namespace, device: torch.device) -> int:
+    main_process = distributed.rank() == 0
+    amp = mixed_precision(device) if args.amp else None  # --amp on mps: fail first
     if args.deterministic:
         _deterministic(device)
-    bars = _bars(args)
+    bars = _bars(args) and main_process
     data_cfg = _dataset_config(args)
     model_kwargs = _model_kwargs(args.model, args)  # bad --model-arg: fail before any work
+    share = args.batch_ids * args.batch_instances
+    if share % distributed.world_size():
+        raise ValueError(f"--batch-ids x --batch-instances = {share} clips per step cannot be "
+                         f"shared by {distributed.world_size()} processes: make it a multiple "
+                         "of the number of processes")
     out_dir = Path(args.output).absolute()
     _check_output(out_dir)
     if args.feature_cache and args.check_data:
@@ -626,22 +683,35 @@ def _train(args: argparse.Namespace) -> int:
         print(dataset.summary())  # not hidden by --no-progress
     resume = _resume_state(args, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        with warnings.catch_warnings(record=True) as caught:
-            lock = OutputLock(out_dir).acquire()
-    for w in caught:
-        print(f"stgraph: warning: {w.message}", file=sys.stderr)
+    lock, failure = None, None
+    if main_process:  # one lock for the run, held by rank 0
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                with warnings.catch_warnings(record=True) as caught:
+                    lock = OutputLock(out_dir).acquire()
+            for w in caught:
+                print(f"stgraph: warning: {w.message}", file=sys.stderr)
+        except (OutputInUseError, OSError) as err:
+            failure = err
+    if not _all_ranks_ok(failure is None):
+        if failure is not None:
+            raise failure
+        raise ValueError(f"rank 0 could not lock --output {out_dir} (see its error)")
     try:
         return _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume,
-                             cache, None if cache is not None else dataset, num_classes)
+                             cache, None if cache is not None else dataset, num_classes, amp)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, cache, dataset,
-                  num_classes) -> int:
-    if resume is None and args.overwrite:
+                  num_classes, amp) -> int:
+    main_process = distributed.rank() == 0
+    ddp = distributed.is_distributed()
+    world, rank = distributed.world_size(), distributed.rank()
+    if resume is None and args.overwrite and main_process:
         for name in ("last.pth", "best.pth", "log.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
     if dataset is not None:
@@ -652,7 +722,10 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
         else:
             dataset.check_frames(dataset.query + dataset.gallery, progress=bars)
     torch.manual_seed(args.seed)
-    model = create_model(args.model, num_classes=num_classes, **model_kwargs).to(device)
+    model = create_model(args.model, num_classes=num_classes, **model_kwargs)
+    if ddp and args.sync_bn:
+        model = distributed.convert_sync_batchnorm(model, device)
+    model = model.to(device)
     num_params = sum(p.numel() for p in model.parameters())
     keypoints = takes_keypoints(model)
     if cache is None and keypoints and dataset.frame_keypoints(
@@ -662,6 +735,7 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
     eval_kwargs = dict(batch_size=args.test_batch, device=device, metric=args.metric,
                        pool=args.pool, workers=args.workers, progress=bars,
                        protocol=args.protocol, rerank=args.rerank)
+    autocast = amp[0] if amp is not None else contextlib.nullcontext
     if cache is not None:
         from stgraph.cache import FeatureMapHead, evaluate_cached, make_cached_train_loader
 
@@ -669,23 +743,27 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
         loader = make_cached_train_loader(cache, args.seq_len, args.batch_ids,
                                           args.batch_instances, seed=args.seed,
                                           workers=args.workers, keypoints=keypoints,
-                                          flip=not args.no_flip)
+                                          flip=not args.no_flip, num_replicas=world,
+                                          rank=rank)
 
-        def run_eval(_model):
-            return evaluate_cached(net, cache, args.seq_len, **eval_kwargs)
+        def run_eval(_model):  # every process evaluates the whole cache
+            with autocast():
+                return evaluate_cached(net, cache, args.seq_len, **eval_kwargs)
     else:
         net = model
         loader = make_train_loader(dataset, args.seq_len, args.height, args.width,
                                    args.batch_ids, args.batch_instances, seed=args.seed,
                                    workers=args.workers, keypoints=keypoints,
-                                   flip=not args.no_flip, pad=args.pad, erasing=args.erasing)
+                                   flip=not args.no_flip, pad=args.pad, erasing=args.erasing,
+                                   num_replicas=world, rank=rank)
 
-        def run_eval(_model):
-            return evaluate(model, dataset, args.seq_len, args.height, args.width,
-                            **eval_kwargs)
+        def run_eval(_model):  # under torchrun: each process embeds a shard
+            with autocast():
+                return evaluate(model, dataset, args.seq_len, args.height, args.width,
+                                **eval_kwargs)
     criterion = ReIDLoss(num_classes, margin=args.margin,
                          diversity_weight=args.diversity_weight,
-                         part_triplet_weight=args.part_triplet_weight)
+                         part_triplet_weight=args.part_triplet_weight, distributed=ddp)
     lr_mult = args.backbone_lr_mult
     if lr_mult is None:
         lr_mult = 0.1 if args.pretrained else 1.0
@@ -698,10 +776,23 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
         "seq_len": args.seq_len, "height": args.height, "width": args.width,
         "args": _recorded_args(args),
     }
-    trainer = Trainer(net, loader, criterion, optimizer, scheduler, epochs=args.epochs,
+    trained = net
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # find_unused_parameters: a model may leave a branch out of the loss (e.g. the
+        # keypoint branch without keypoints); the graph walk costs little next to a video
+        # model's step
+        trained = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    trainer = Trainer(trained, loader, criterion, optimizer, scheduler, epochs=args.epochs,
                       device=device, progress=bars, evaluate_fn=run_eval,
                       eval_every=args.eval_every, output=out_dir, config=config,
-                      save_model=model, callbacks=_pause_for_tests())
+                      save_model=model, callbacks=_pause_for_tests() if main_process else (),
+                      autocast=autocast if amp is not None else None,
+                      grad_scaler=amp[1] if amp is not None else None,
+                      is_main=main_process)
     if resume is not None:
         trainer.load_state_dict(resume["trainer"])
         print(f"resuming from {out_dir / 'last.pth'}: {trainer.epoch} of {args.epochs} "
@@ -730,6 +821,10 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
     )
     if trainer.best is not None:
         metrics["best"] = dict(trainer.best)
+    if ddp:
+        metrics["processes"] = world
+    if not main_process:
+        return 0
     print(format_table(metrics))
     save_checkpoint(out_dir / "checkpoint.pth", model, config, metrics)
     _write_metrics(out_dir, metrics)

@@ -26,6 +26,7 @@ __all__ = [
     "build_optimizer",
     "evaluate",
     "make_train_loader",
+    "mixed_precision",
     "model_inputs",
     "rank_features",
     "rng_state",
@@ -50,7 +51,8 @@ def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> d
 def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
                       batch_ids: int, batch_instances: int, seed: int = 0,
                       workers: int = 0, keypoints: bool = False, flip: bool = True,
-                      pad: int | None = None, erasing: float = 0.5) -> DataLoader:
+                      pad: int | None = None, erasing: float = 0.5,
+                      num_replicas: int = 1, rank: int = 0) -> DataLoader:
     """A PK-sampled loader of restricted-random training clips.
 
     Each batch holds ``batch_ids`` identities x ``batch_instances`` tracklets;
@@ -65,7 +67,11 @@ def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, widt
     64 x 32), random erasing with
     probability ``erasing`` (``0`` turns it off); the defaults are the recipe's.
     Call ``loader.dataset.set_epoch(e)`` and ``loader.sampler.set_epoch(e)``
-    (or :func:`train_one_epoch`, which does) before each epoch.
+    (or :func:`train_one_epoch`, which does) before each epoch. With ``num_replicas``
+    processes (``torchrun``), process ``rank`` gets its contiguous share of every global
+    batch, ``batch_ids * batch_instances / num_replicas`` clips (see
+    :class:`~stgraph.data.PKSampler`); each clip is drawn from ``(seed, epoch, index)``,
+    so the shares put together are the single-process batch, clip for clip.
 
     Raises:
         ValueError: ``pad`` < 0 or ``erasing`` outside [0, 1] (and the errors of
@@ -76,11 +82,53 @@ def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, widt
     clips = TrainClipDataset(dataset, seq_len, height, width, seed=seed, keypoints=keypoints,
                              flip=flip, pad=pad, erasing=erasing)
     pids = [t.pid for t in dataset.train]
-    sampler = PKSampler(pids, batch_ids, batch_instances, seed=seed)
+    sampler = PKSampler(pids, batch_ids, batch_instances, seed=seed,
+                        num_replicas=num_replicas, rank=rank)
     # persistent_workers must stay False: workers copy the dataset when they start, so a
     # persistent worker would never see set_epoch() and would resample epoch 0 forever.
-    return DataLoader(clips, batch_size=batch_ids * batch_instances, sampler=sampler,
+    return DataLoader(clips, batch_size=sampler.share, sampler=sampler,
                       num_workers=workers, drop_last=True)
+
+
+def mixed_precision(device: str | torch.device):
+    """The autocast context factory and gradient scaler of ``--amp`` on ``device``.
+
+    * CPU: ``torch.autocast("cpu", torch.bfloat16)``, no scaler (bfloat16 has float32's
+      range, so gradients do not underflow). Known issue: torch 2.13's CPU bfloat16
+      convolution (oneDNN) returns NaN in about a third of the calls of a stride-2
+      convolution on a 4 x 2 map (a ResNet at 32 x 16 input); the run then stops at the
+      NaN loss with its message. 64 x 32 and larger inputs are fine;
+    * CUDA: bfloat16 where the GPU supports it (``torch.cuda.is_bf16_supported()``:
+      Ampere and later), no scaler, for the same reason; on older GPUs float16 with a
+      ``torch.amp.GradScaler`` (dynamic loss scaling; its state is saved in ``last.pth``).
+
+    The losses and the evaluation's distances are computed in float32 whatever the
+    autocast dtype (:class:`~stgraph.losses.ReIDLoss`,
+    :func:`~stgraph.eval.compute_distance_matrix`); the Triton kernels take the autocast
+    dtypes (:mod:`stgraph.kernels`).
+
+    Returns:
+        ``(autocast, grad_scaler, dtype)``: a callable returning the context the forward
+        pass runs in (:class:`Trainer`'s ``autocast``), a ``GradScaler`` or :obj:`None`,
+        and the autocast dtype.
+
+    Raises:
+        ValueError: a device type other than ``cpu`` and ``cuda``.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        dtype = torch.bfloat16
+    elif device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        raise ValueError(f"--amp: mixed precision runs on cpu (bfloat16) and cuda (bfloat16 or "
+                         f"float16), not on {device.type}; leave --amp out")
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype)
+
+    return autocast, scaler, dtype
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 5e-4,
@@ -154,6 +202,26 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 def _features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
               workers, progress, desc):
+    from stgraph import distributed
+
+    n, shards = len(tracklets), distributed.world_size()
+    if distributed.is_distributed() and n >= shards:
+        # every process embeds the tracklets r, r + N, r + 2N, ...; the rows are gathered
+        # and put back in order (each process ends up with every tracklet's feature)
+        r = distributed.rank()
+        feats = _local_features(model, dataset, tracklets[r::shards], seq_len, height, width,
+                                batch_size, device, pool, workers, progress and r == 0, desc)
+        rows = distributed.all_gather_rows(feats)
+        order = torch.cat([torch.arange(k, n, shards) for k in range(shards)])
+        out = torch.empty_like(rows)
+        out[order.to(rows.device)] = rows
+        return out
+    return _local_features(model, dataset, tracklets, seq_len, height, width, batch_size, device,
+                           pool, workers, progress, desc)
+
+
+def _local_features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
+                    workers, progress, desc):
     clips = TestClipDataset(dataset, tracklets, seq_len, height, width,
                             keypoints=takes_keypoints(model))
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
@@ -178,6 +246,11 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
     ``rerank``; CMC and mAP under ``protocol`` (:func:`stgraph.eval.evaluate_rank`:
     ``"torchreid"`` or ``"mars-official"``; the gallery is whatever
     ``dataset.gallery`` holds, e.g. ``MARS(..., protocol="mars-official")``).
+
+    In multi-process training (a process group of N > 1 processes, ``torchrun``) every
+    process calls it: each embeds every N-th tracklet, the features are gathered and
+    every process returns the same metrics. Run it inside ``torch.autocast`` for mixed
+    precision: the features are accumulated and ranked in float32.
 
     Returns:
         dict with ``rank1``, ``rank5``, ``rank10``, ``rank20`` and ``mAP`` (fractions in
@@ -287,8 +360,14 @@ class Trainer:
     returning the context the forward pass runs in, e.g.
     ``lambda: torch.autocast("cpu", torch.bfloat16)``), ``grad_scaler`` (a
     ``torch.amp.GradScaler``: the backward pass and the step go through it, its state is
-    saved), ``is_main`` (only the main process prints and writes files), and the loader's
-    sampler gets ``set_epoch`` whatever its type (e.g. a ``DistributedSampler``).
+    saved), ``is_main`` (only the main process prints, shows progress and writes files),
+    and the loader's sampler gets ``set_epoch`` whatever its type (e.g. a
+    ``DistributedSampler``). In multi-process training (``model`` a
+    ``DistributedDataParallel``, see :mod:`stgraph.distributed`) every process runs the
+    Trainer: the states hold the wrapped module's weights (a checkpoint resumes with any
+    number of processes), each step's loss is checked for NaN on all processes at once
+    (all stop together), the epoch's logged terms are averaged over the processes, and
+    ``evaluate_fn`` is called on every process (it may gather features).
 
     Args:
         model (nn.Module): what is trained (``model(clips, **inputs)`` returns the outputs
@@ -359,14 +438,24 @@ class Trainer:
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
 
+    @property
+    def net(self) -> nn.Module:
+        """The trained module (``model``, or the module a DDP wrapper holds)."""
+        return getattr(self.model, "module", self.model)
+
     def _step(self, batch: dict, epoch: int, step: int) -> dict:
-        net = getattr(self.model, "module", self.model)  # a DDP wrapper's module
+        from stgraph import distributed
+
+        net = self.net
         clips = batch["clip"].to(self.device, non_blocking=True)
         pids = batch["pid"].to(self.device, non_blocking=True)
         with self.autocast():
             outputs = self.model(clips, **model_inputs(net, batch, self.device))
         loss, parts = self.criterion(outputs, pids)
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).to(torch.float32)
+        if distributed.is_distributed():  # all processes stop together
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not finite:
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step "
                                      f"{step + 1}; lower --lr (the step was not applied)")
         self.optimizer.zero_grad(set_to_none=True)
@@ -395,8 +484,8 @@ class Trainer:
         self._set_epoch(epoch)
         sums: dict[str, float] = {}
         n = 0
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}", disable=not self.progress,
-                   leave=False)
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}",
+                   disable=not (self.progress and self.is_main), leave=False)
         for batch in bar:
             parts = self._step(batch, epoch, n)
             for k, v in parts.items():
@@ -406,6 +495,15 @@ class Trainer:
         if n == 0:
             raise ValueError(
                 "the training loader yielded no batch: fewer tracklets than one P x K batch")
+        from stgraph import distributed
+
+        if distributed.is_distributed():  # the means over every process's clips
+            keys = sorted(sums)
+            t = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+            if str(self.device).startswith("cuda"):
+                t = t.to(self.device)
+            torch.distributed.all_reduce(t)
+            sums = dict(zip(keys, (t / distributed.world_size()).tolist(), strict=True))
         return {k: v / n for k, v in sums.items()}
 
     def train_epoch(self) -> dict:
@@ -537,7 +635,7 @@ class Trainer:
             data[name] = {k: int(getattr(obj, k)) for k in ("seed", "epoch")
                           if isinstance(getattr(obj, k, None), int)}
         return {
-            "model": self.model.state_dict(),
+            "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "grad_scaler": (None if self.grad_scaler is None
@@ -564,7 +662,7 @@ class Trainer:
                                  f"this loader's {obj.seed}")
             if "epoch" in saved and hasattr(obj, "set_epoch"):
                 obj.set_epoch(saved["epoch"])
-        self.model.load_state_dict(state["model"])
+        self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])

@@ -47,6 +47,17 @@ def test_models_quick(tmp_path, capsys):
     assert "target (issue 5)" in capsys.readouterr().out
 
 
+def test_models_amp_rows(tmp_path, capsys):
+    res = _load("models").main(["--quick", "--models", "tp", "--amp", "--repeats", "1",
+                                "--warmup", "0", "--threads", "1",
+                                "--out", str(tmp_path / "m.json")])
+    assert [r["amp"] for r in res["models"]] == [False, True]
+    fp32, amp = res["models"]
+    assert res["amp_speedup"]["tp"]["speedup"] == pytest.approx(
+        amp["clips_per_s"] / fp32["clips_per_s"])
+    assert "--amp (training step clips/s): tp" in capsys.readouterr().out
+
+
 def test_models_triton_rows_under_the_interpreter(tmp_path, monkeypatch):
     # conftest sets TRITON_INTERPRET=1 without a GPU: the Triton rows run (slowly) on the CPU
     monkeypatch.setenv("TRITON_INTERPRET", "1")

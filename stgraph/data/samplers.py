@@ -46,12 +46,23 @@ class PKSampler(Sampler[int]):
     Use it as ``DataLoader(ds, batch_size=batch_ids * batch_instances,
     sampler=sampler, drop_last=True)``.
 
+    Multi-process training (``num_replicas`` processes, this one ``rank``): every
+    process draws the same global batches (same seed and epoch) and yields its share,
+    the contiguous slice ``rank * S .. (rank + 1) * S - 1`` of each ``P * K`` batch, with
+    :math:`S = PK / \text{num\_replicas}`; use ``batch_size=S``. The global batch
+    is laid out identity by identity, so the :math:`K` tracklets of an identity stay
+    on one process whenever :math:`K` divides :math:`S` (e.g. ``P=8, K=4`` on 2 or 4
+    processes); the concatenation of the shares in rank order is the single-process
+    batch.
+
     Args:
         pids (Sequence[int]): the pid of every dataset item (item ``i`` has
             ``pids[i]``), e.g. ``TrainClipDataset.pids``.
         batch_ids (int): :math:`P`, distinct identities per batch.
         batch_instances (int): :math:`K`, items per identity in a batch.
         seed (int, optional): base seed. (default: ``0``)
+        num_replicas (int, optional): processes sharing each batch. (default: ``1``)
+        rank (int, optional): this process, in ``[0, num_replicas)``. (default: ``0``)
 
     Shapes:
         - **output:** an iterator over ``len(self)`` dataset indices; every
@@ -59,12 +70,14 @@ class PKSampler(Sampler[int]):
           runs of :math:`K` indices sharing a pid.
 
     Raises:
-        ValueError: if ``batch_ids`` or ``batch_instances`` < 1, or ``pids``
-            holds fewer than ``batch_ids`` distinct identities.
+        ValueError: if ``batch_ids`` or ``batch_instances`` < 1, ``pids``
+            holds fewer than ``batch_ids`` distinct identities, ``P * K`` is not a
+            multiple of ``num_replicas``, or ``rank`` is out of range.
     """
 
     def __init__(
-        self, pids: Sequence[int], batch_ids: int, batch_instances: int, seed: int = 0
+        self, pids: Sequence[int], batch_ids: int, batch_instances: int, seed: int = 0,
+        num_replicas: int = 1, rank: int = 0,
     ) -> None:
         if int(batch_ids) < 1 or int(batch_instances) < 1:
             raise ValueError(
@@ -75,6 +88,18 @@ class PKSampler(Sampler[int]):
         self.batch_instances = int(batch_instances)
         self.seed = int(seed)
         self.epoch = 0
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        batch = self.batch_ids * self.batch_instances
+        if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"PKSampler: rank {rank} of num_replicas {num_replicas}")
+        if batch % self.num_replicas:
+            raise ValueError(
+                f"PKSampler: a batch of batch_ids x batch_instances = {batch} clips cannot be "
+                f"shared by {self.num_replicas} processes; make it a multiple of "
+                f"{self.num_replicas}"
+            )
+        #: clips per process and step
+        self.share = batch // self.num_replicas
         by_pid: dict[int, list[int]] = {}
         for index, pid in enumerate(pids):
             by_pid.setdefault(int(pid), []).append(index)
@@ -103,7 +128,7 @@ class PKSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self._num_batches * self.batch_ids * self.batch_instances
+        return self._num_batches * self.share
 
     def __iter__(self) -> Iterator[int]:
         gen = make_generator(self.seed, self.epoch)
@@ -119,12 +144,15 @@ class PKSampler(Sampler[int]):
             groups.extend(chosen.view(-1, k)[:r])
         # Group q goes to batch q % r; the first r * p groups fill r batches of p.
         layout = torch.stack(groups[: r * p]).view(p, r, k).transpose(0, 1)  # (R, P, K)
-        layout = layout[torch.randperm(r, generator=gen)]
-        return iter(layout.reshape(-1).tolist())
+        layout = layout[torch.randperm(r, generator=gen)].reshape(r, p * k)
+        s = self.share
+        return iter(layout[:, self.rank * s : (self.rank + 1) * s].reshape(-1).tolist())
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(batch_ids={self.batch_ids}, "
             f"batch_instances={self.batch_instances}, num_batches={self._num_batches}, "
-            f"seed={self.seed})"
+            f"seed={self.seed}"
+            + (f", num_replicas={self.num_replicas}, rank={self.rank})"
+               if self.num_replicas > 1 else ")")
         )

@@ -45,7 +45,8 @@ def compute_distance_matrix(qf: Tensor | np.ndarray, gf: Tensor | np.ndarray,
     Shapes:
         - **input:** ``qf`` :math:`(Q, D)`, ``gf`` :math:`(G, D)`
         - **output:** :math:`(Q, G)` tensor on ``qf``'s device, in the promoted
-          floating dtype of the inputs (float32 for integer inputs).
+          floating dtype of the inputs and float32, whichever is wider (half-precision
+          features, e.g. from ``--amp``, are ranked in float32).
 
     Raises:
         ValueError: an input is not 2-D, the feature widths differ, the metric is
@@ -69,7 +70,7 @@ def compute_distance_matrix(qf: Tensor | np.ndarray, gf: Tensor | np.ndarray,
     if qf.size(1) != gf.size(1):
         raise ValueError(f"query and gallery feature widths differ: qf {tuple(qf.shape)} "
                          f"vs gf {tuple(gf.shape)}")
-    dtype = torch.promote_types(qf.dtype, gf.dtype)
+    dtype = torch.promote_types(torch.promote_types(qf.dtype, gf.dtype), torch.float32)
     with torch.no_grad():
         return _fill(qf.detach().to(dtype), gf.detach().to(dtype), metric, chunk_size)
 

@@ -32,6 +32,9 @@ class CrossEntropyLabelSmooth(nn.Module):
         - **input:** logits :math:`(B, K)` float, targets :math:`(B,)` long in ``[0, K)``
         - **output:** scalar
 
+    Half-precision logits (mixed precision, ``--amp``) are promoted to float32: the loss
+    is computed in float32.
+
     Raises:
         ValueError: bad constructor arguments, logits not ``(B, num_classes)``,
             targets not ``(B,)`` integers, or a target outside ``[0, num_classes)``
@@ -63,6 +66,7 @@ class CrossEntropyLabelSmooth(nn.Module):
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"target {bad} out of range for num_classes={self.num_classes} "
                                  f"(expected 0 <= target < {self.num_classes})")
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         log_probs = F.log_softmax(logits, dim=1)  # (B, K)
         nll = -log_probs.gather(1, targets.long().unsqueeze(1)).squeeze(1)  # (B,)
         uniform = -log_probs.mean(dim=1)  # (B,) = sum_c -(1/K) log p_c

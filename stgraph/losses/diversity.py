@@ -19,7 +19,7 @@ def diversity_loss(parts: Tensor) -> Tensor:
     when the parts are orthonormal, positive otherwise. The mean over clips is
     returned (our choice; the paper writes one clip). A part feature of norm 0
     stays 0 after the normalisation (norms are clamped at 1e-12), which costs 1
-    on the diagonal.
+    on the diagonal. Half-precision features (``--amp``) are promoted to float32.
 
     Args:
         parts (Tensor): part features :math:`(B, N, C)`, or :math:`(B, T, N, C)`
@@ -42,6 +42,7 @@ def diversity_loss(parts: Tensor) -> Tensor:
     if parts.dim() != 3:
         raise ValueError(f"expected part features of shape (B, N, C) or (B, T, N, C), "
                          f"got {tuple(parts.shape)}")
+    parts = parts.to(torch.promote_types(parts.dtype, torch.float32))
     v = F.normalize(parts, dim=-1, eps=1e-12)  # (B, N, C)
     gram = torch.matmul(v, v.transpose(1, 2))  # (B, N, N)
     eye = torch.eye(v.size(1), dtype=v.dtype, device=v.device)

@@ -46,6 +46,13 @@ class ReIDLoss(nn.Module):
         ce_weight (float), triplet_weight (float), diversity_weight (float): term
             weights. (default: :obj:`1.0`)
         part_triplet_weight (float): weight of the part triplet loss. (default: :obj:`1.0`)
+        distributed (bool): in multi-process training, the triplet losses mine over the
+            global batch of all processes (:class:`~stgraph.losses.TripletLoss`); the
+            cross-entropy and the diversity loss are per-process means, which DDP's
+            gradient average turns into the global mean. (default: :obj:`False`)
+
+    Every term is computed in float32 (mixed precision gives half-precision outputs) and
+    so is the total; a regularizer is promoted to float32.
 
     Shapes:
         - **input:** ``outputs`` a model's output dict, ``pids`` :math:`(B,)` long
@@ -57,10 +64,11 @@ class ReIDLoss(nn.Module):
 
     def __init__(self, num_classes: int, margin: float = 0.3, epsilon: float = 0.1,
                  ce_weight: float = 1.0, triplet_weight: float = 1.0,
-                 diversity_weight: float = 1.0, part_triplet_weight: float = 1.0) -> None:
+                 diversity_weight: float = 1.0, part_triplet_weight: float = 1.0,
+                 distributed: bool = False) -> None:
         super().__init__()
         self.ce = CrossEntropyLabelSmooth(num_classes, epsilon=epsilon)
-        self.triplet = TripletLoss(margin=margin)
+        self.triplet = TripletLoss(margin=margin, distributed=distributed)
         self.ce_weight = ce_weight
         self.triplet_weight = triplet_weight
         self.diversity_weight = diversity_weight
@@ -89,6 +97,6 @@ class ReIDLoss(nn.Module):
         for name, value in outputs.get("regularizers", {}).items():
             if name in parts:
                 raise ValueError(f"regularizer name {name!r} clashes with a loss term")
-            total = total + value
+            total = total + value.float()
             parts[name] = float(value.detach())
         return total, parts

@@ -62,10 +62,20 @@ class TripletLoss(nn.Module):
     Fully vectorised: a ``(B, B)`` distance matrix and masked max/min.
 
     Features are promoted to at least float32 for the distances (the
-    :math:`|x|^2` expansion cancels badly in half precision).
+    :math:`|x|^2` expansion cancels badly in half precision, and float16 overflows
+    above 65504: mixed precision, ``--amp``, computes the loss in float32).
+
+    With ``distributed=True`` and a process group of more than one process
+    (``torchrun``), each process's features are one share of the global batch: they are
+    gathered (:func:`stgraph.distributed.gather_batch`) so that mining sees the whole
+    global batch, and the loss is the global batch's on every process; only the local
+    share carries a gradient, scaled so that DDP's average over the processes is the
+    single-process gradient. Without a process group it is the plain loss.
 
     Args:
         margin (float): margin :math:`m > 0`. (default: :obj:`0.3`)
+        distributed (bool): mine over the global batch of all processes.
+            (default: :obj:`False`)
 
     Shapes:
         - **input:** features :math:`(B, D)`, pids :math:`(B,)` integer identities
@@ -75,11 +85,19 @@ class TripletLoss(nn.Module):
         ValueError: ``margin <= 0``, features not 2-D, or pids not ``(B,)``.
     """
 
-    def __init__(self, margin: float = 0.3) -> None:
+    def __init__(self, margin: float = 0.3, distributed: bool = False) -> None:
         super().__init__()
         if margin <= 0:
             raise ValueError(f"margin must be > 0, got {margin}")
         self.margin = margin
+        self.distributed = distributed
+
+    def _gathered(self, features: Tensor, pids: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.distributed:
+            return features, pids
+        from stgraph.distributed import gather_batch
+
+        return gather_batch(features), gather_batch(pids)
 
     def forward(self, features: Tensor, pids: Tensor) -> Tensor:
         if features.dim() != 2:
@@ -88,6 +106,7 @@ class TripletLoss(nn.Module):
             raise ValueError(f"expected pids of shape ({features.size(0)},), "
                              f"got {tuple(pids.shape)}")
         x = features.to(torch.promote_types(features.dtype, torch.float32))
+        x, pids = self._gathered(x, pids)
         return _batch_hard(_euclidean(x), pids, self.margin)  # (B, B) distances -> scalar
 
     def per_part(self, features: Tensor, pids: Tensor) -> Tensor:
@@ -108,7 +127,9 @@ class TripletLoss(nn.Module):
         if pids.shape != features.shape[:1]:
             raise ValueError(f"expected pids of shape ({features.size(0)},), "
                              f"got {tuple(pids.shape)}")
-        x = features.to(torch.promote_types(features.dtype, torch.float32)).transpose(0, 1)
+        x = features.to(torch.promote_types(features.dtype, torch.float32))
+        x, pids = self._gathered(x, pids)
+        x = x.transpose(0, 1)
         return _batch_hard(_euclidean(x), pids, self.margin)  # (P, B, B) -> (P,)
 
     def __repr__(self) -> str:

@@ -224,3 +224,23 @@ def test_ctl_backends():
                for layer in layers)
     with pytest.raises(ValueError, match="auto, torch, triton, pyg, dense"):
         CTL(**small, backend="sparse")
+
+
+def test_layer_under_autocast_triton_equals_torch():
+    # --amp: float16 features from the layer's linear map, float32 adjacency and weights
+    torch.manual_seed(0)
+    adjacency = COCO17.physical_adjacency("s3")
+    layers = {b: DenseSlidingWindowGCN(7, 7, adjacency, tau=3, backend=b).to(DEVICE)
+              for b in ("torch", "triton")}
+    layers["triton"].load_state_dict(layers["torch"].state_dict())
+    x = torch.randn(2, 3, 5, 7, device=DEVICE)
+    out, grads = {}, {}
+    for name, layer in layers.items():
+        with torch.autocast(torch.device(DEVICE).type, dtype=torch.float16):
+            y = layer(x)
+        y.float().square().sum().backward()
+        out[name] = y.float()
+        grads[name] = {k: p.grad for k, p in layer.named_parameters()}
+    torch.testing.assert_close(out["triton"], out["torch"], atol=2e-2, rtol=2e-2)
+    for k in grads["torch"]:
+        torch.testing.assert_close(grads["triton"][k], grads["torch"][k], atol=5e-2, rtol=5e-2)
