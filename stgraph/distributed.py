@@ -98,20 +98,12 @@ def init_from_env(device: torch.device) -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
-class _ScaleGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, factor: float) -> Tensor:
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad * ctx.factor, None
-
-
 def scale_grad(x: Tensor, factor: float) -> Tensor:
-    """``x`` unchanged, its gradient multiplied by ``factor`` on the way back."""
-    return _ScaleGrad.apply(x, factor)
+    """``x`` unchanged, its gradient multiplied by ``factor`` on the way back (the same
+    operation as CTL's :func:`~stgraph.models.scale_gradient`, which it calls)."""
+    from stgraph.models.ctl import scale_gradient
+
+    return scale_gradient(x, factor)
 
 
 def all_gather_rows(x: Tensor) -> Tensor:
