@@ -16,6 +16,8 @@ checkpoint re-evaluated, kept in ``metrics_cosine.json``). Every run is one
 ``stgraph train`` command (printed, and kept in the JSON), written to
 ``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
 run again, so the script can be stopped and resumed, and a row can be added later.
+``--merge OLD.json`` takes runs recorded in an earlier output with the same command (e.g.
+seeds run on another day) into the rows, each marked in the JSON with the file it came from.
 
 Models are registry names (``tp``, ``tp_mlp``, ``stgcn``, ``ctl``, ...) or variants
 ``LABEL=NAME:FLAGS`` with extra ``stgraph train`` flags, e.g.
@@ -104,12 +106,34 @@ def cosine_metrics(out: Path, cache: str | None) -> dict:
     return metrics
 
 
+#: What each run's entry in the JSON keeps (enough to rebuild its row with ``--merge``).
+KEPT = ("rank1", "rank5", "mAP", "cos_rank1", "cos_rank5", "cos_mAP", "parameters",
+        "trainable_parameters", "seconds_per_epoch")
+
+
+def load_earlier(paths: list[str]) -> dict[str, dict]:
+    """The runs recorded in earlier JSON outputs of this script, by their exact command."""
+    earlier = {}
+    for path in paths:
+        for entry in json.loads(Path(path).read_text()).get("commands", []):
+            if "rank1" in entry:
+                earlier[entry["command"]] = {**entry, "from": str(path)}
+    return earlier
+
+
 def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None,
-            run: bool = True) -> dict | None:
+            run: bool = True, earlier: dict[str, dict] | None = None) -> dict | None:
     """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics,
-    with the cosine-distance figures as ``cos_rank1`` ... ``cos_mAP``."""
+    with the cosine-distance figures as ``cos_rank1`` ... ``cos_mAP``.
+
+    A run absent here but recorded with the same command in ``earlier`` (``--merge``) is
+    taken from there, marked with the file it came from."""
     metrics_file = out / "metrics.json"
     entry = {"command": "stgraph " + shlex.join(cmd), "output": str(out)}
+    if not metrics_file.is_file() and earlier and entry["command"] in earlier:
+        entry = dict(earlier[entry["command"]])
+        log.append(entry)
+        return {k: entry[k] for k in KEPT if k in entry}
     recorded = out / "command.txt"
     if metrics_file.is_file() and recorded.is_file() and recorded.read_text() != entry["command"]:
         raise SystemExit(f"{out} holds a run of another command:\n  {recorded.read_text()}\n"
@@ -130,25 +154,42 @@ def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None
     metrics = json.loads(metrics_file.read_text())
     cos = cosine_metrics(out, cache)
     metrics.update({f"cos_{k}": cos[k] for k in ("rank1", "rank5", "mAP")})
-    entry.update({k: metrics[k] for k in ("rank1", "rank5", "mAP", "cos_rank1", "cos_mAP")})
+    entry.update({k: metrics[k] for k in KEPT if k in metrics})
     log.append(entry)
     return metrics
 
 
 def summarise(label: str, runs: list[dict]) -> dict:
+    """Mean and standard deviation over ``runs``; a figure some runs lack (runs merged from
+    an older JSON have no cos_rank5 or timing) is taken over those that have it."""
+
     def ms(key):
-        vals = [100 * r[key] for r in runs]
+        vals = [100 * r[key] for r in runs if key in r]
+        if not vals:
+            return float("nan"), float("nan")
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    def first(key):
+        return next((r[key] for r in runs if key in r), None)
 
     row = {"model": label, "seeds": len(runs)}
     for key in ("rank1", "rank5", "mAP", "cos_rank1", "cos_rank5", "cos_mAP"):
         row[key], row[f"{key}_std"] = ms(key)
-    row["trainable_parameters"] = runs[0].get("trainable_parameters", runs[0]["parameters"])
-    row["parameters"] = runs[0]["parameters"]
-    row["seconds_per_epoch"] = statistics.fmean(r["seconds_per_epoch"] for r in runs)
+    row["parameters"] = first("parameters")
+    row["trainable_parameters"] = first("trainable_parameters") or row["parameters"]
+    timed = [r["seconds_per_epoch"] for r in runs if "seconds_per_epoch" in r]
+    row["seconds_per_epoch"] = statistics.fmean(timed) if timed else None
     row["per_seed"] = [{k: r[k] for k in ("rank1", "rank5", "mAP", "cos_rank1", "cos_mAP")}
                        for r in runs]
     return row
+
+
+def _millions(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.2f} M"
+
+
+def _num(x: float | None) -> str:
+    return "?" if x is None else f"{x:.1f}"
 
 
 def table(title: str, rows: list[dict]) -> str:
@@ -163,7 +204,7 @@ def table(title: str, rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {r['seeds']} | {f(r, 'rank1')} | {f(r, 'rank5')} | "
             f"{f(r, 'mAP')} | {f(r, 'cos_rank1')} | {f(r, 'cos_mAP')} | "
-            f"{r['trainable_parameters'] / 1e6:.2f} M | {r['seconds_per_epoch']:.1f} |")
+            f"{_millions(r['trainable_parameters'])} | {_num(r['seconds_per_epoch'])} |")
     return "\n".join(lines)
 
 
@@ -191,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--no-run", action="store_true",
                    help="only read the runs that exist (a table of what is done so far)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="earlier outputs of this script: a run not in --runs but recorded "
+                        "there with the same command is taken from there")
     p.add_argument("--quick", action="store_true", help="synthetic data, tiny sizes")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
     args = p.parse_args(argv)
@@ -202,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.seeds, args.epochs, args.ft_epochs = args.seeds[:2], 1, 1
         args.ft_height, args.ft_width = 64, 32
         tmp = tempfile.TemporaryDirectory()
-        args.runs = tmp.name
+        if args.runs == p.get_default("runs"):
+            args.runs = tmp.name
         if args.out == p.get_default("out"):  # a smoke test leaves the recorded figures alone
             args.out = str(Path(tmp.name) / "accuracy.json")
     common = ["--seq-len", str(args.seq_len), "--batch-ids", str(args.batch_ids),
@@ -210,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
               "--workers", str(args.workers), "--no-progress",
               "--backbone", "efficientnet_lite0", "--pretrained", "imagenet"]
     runs = Path(args.runs)
+    earlier = load_earlier(args.merge)
     results = {"machine": machine(), "dataset": data_args(args), "frozen": [], "finetune": [],
                "commands": []}
     if args.protocol in ("frozen", "both"):
@@ -231,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "--epochs", str(args.epochs), "--seed", str(seed),
                        "--feature-cache", cache, "--output", str(out)]
                 per_seed.append(run_one(cmd, out, results["commands"], cache,
-                                        run=not args.no_run))
+                                        run=not args.no_run, earlier=earlier))
             per_seed = [m for m in per_seed if m is not None]
             if per_seed:
                 results["frozen"].append(summarise(label, per_seed))
@@ -242,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "--height", str(args.ft_height), "--width", str(args.ft_width),
                    "--epochs", str(args.ft_epochs), "--seed", str(args.ft_seed),
                    "--output", str(out)]
-            metrics = run_one(cmd, out, results["commands"], run=not args.no_run)
+            metrics = run_one(cmd, out, results["commands"], run=not args.no_run,
+                              earlier=earlier)
             if metrics is not None:
                 results["finetune"].append(summarise(label, [metrics]))
     if results["frozen"]:

@@ -7,8 +7,13 @@ module imports stgraph's kernels. On a GPU machine the compiled kernels are test
 """
 
 import os
+import sys
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# tests import shared helpers (small_models.py) from this folder; --import-mode=importlib
+# does not put it on sys.path by itself
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

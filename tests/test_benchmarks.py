@@ -161,8 +161,12 @@ def test_ctl_diagnostics_quick(tmp_path):
     assert json.loads(out.read_text())["gradients"][0]["setting"] == "paper: sum"
 
 
-def test_accuracy_quick(capsys):
-    res = _load("accuracy").main(["--quick", "--models", "tp", "stgcn", "--seeds", "0", "1"])
+def test_accuracy_quick(capsys, tmp_path):
+    accuracy = _load("accuracy")
+    first = tmp_path / "first.json"
+    args = ["--quick", "--models", "tp", "stgcn", "--seeds", "0", "1", "--runs",
+            str(tmp_path / "runs")]
+    res = accuracy.main([*args, "--out", str(first)])
     rows = {r["model"]: r for r in res["frozen"]}
     assert set(rows) == {"tp", "stgcn"} and rows["tp"]["seeds"] == 2
     for r in rows.values():
@@ -174,6 +178,18 @@ def test_accuracy_quick(capsys):
     assert all(c["command"].startswith("stgraph train --model") for c in res["commands"])
     assert "--feature-cache" in res["commands"][0]["command"]
     assert "| tp | 2 |" in capsys.readouterr().out
+    # --merge: a run whose folder is gone is taken from the earlier JSON, by its command
+    gone = tmp_path / "runs" / "frozen" / "stgcn" / "seed1" / "metrics.json"
+    gone.unlink()
+    assert accuracy.main([*args, "--no-run", "--out", str(tmp_path / "a.json")])[
+        "frozen"][1]["seeds"] == 1
+    merged = accuracy.main([*args, "--no-run", "--merge", str(first),
+                            "--out", str(tmp_path / "b.json")])
+    stgcn = {r["model"]: r for r in merged["frozen"]}["stgcn"]
+    assert stgcn["seeds"] == 2 and stgcn["rank1"] == pytest.approx(rows["stgcn"]["rank1"])
+    assert stgcn["mAP"] == pytest.approx(rows["stgcn"]["mAP"])
+    sources = [c.get("from") for c in merged["commands"]]
+    assert sources.count(str(first)) == 1 and sources[-1] == str(first)
 
 
 def test_branches_on_an_untrained_stgcn(tmp_path):

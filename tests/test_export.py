@@ -2,27 +2,18 @@
 
 import pytest
 import torch
+from small_models import H, T, W, small_kwargs, small_model
 from torch import nn
 
 from stgraph.export import check_onnx, export_onnx, onnx_session, run_onnx
 from stgraph.models import create_model, list_models
-
-T, H, W = 4, 64, 32
-
-
-def _kwargs(name):
-    kw = {"backbone": "resnet18"}
-    if name == "stgcn":
-        kw.update(seq_len=T, num_patches=2)
-    return kw
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_onnx_embedding_equals_eager(name, tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed "
                         "(pip install 'stgraph[export]')")
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=5, **_kwargs(name)).eval()
+    model = small_model(name, num_classes=5).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     path = export_onnx(model, tmp_path / f"{name}.onnx", height=H, width=W, seq_len=T)
     session = onnx_session(path)
@@ -73,11 +64,11 @@ def test_unsupported_operator_names_model_and_operator(tmp_path):
 
 
 def test_bad_settings(tmp_path):
-    model = create_model("stgcn", num_classes=5, **_kwargs("stgcn"))
+    model = create_model("stgcn", num_classes=5, **small_kwargs("stgcn"))
     with pytest.raises(ValueError, match=r"model stgcn \(STGCN\) was built for clips of "
                                          r"seq_len=4 frames, got seq_len=8"):
         export_onnx(model, tmp_path / "s.onnx", height=H, width=W, seq_len=8)
-    pyg = create_model("stgcn", num_classes=5, backend="pyg", **_kwargs("stgcn"))
+    pyg = create_model("stgcn", num_classes=5, backend="pyg", **small_kwargs("stgcn"))
     with pytest.raises(ValueError, match="uses backend='pyg'; the export takes the dense path"):
         export_onnx(pyg, tmp_path / "s.onnx", height=H, width=W, seq_len=T)
     with pytest.raises(ValueError, match="height must be an int >= 1"):

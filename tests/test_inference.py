@@ -3,22 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from small_models import H, T, W, small_kwargs, small_model
 
 from stgraph.cli import save_checkpoint
 from stgraph.data import SyntheticReID
 from stgraph.engine import _features, takes_keypoints
 from stgraph.graph import prior_pose
 from stgraph.inference import FeatureExtractor, list_tracklet_folders
-from stgraph.models import create_model
-
-T, H, W = 4, 64, 32
-
-
-def _kwargs(name):
-    kw = {"backbone": "resnet18"}
-    if name == "stgcn":
-        kw.update(seq_len=T, num_patches=2)
-    return kw
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +20,7 @@ def data():
 
 
 def _model(name):
-    torch.manual_seed(0)
-    return create_model(name, num_classes=2, **_kwargs(name)).eval()
+    return small_model(name, num_classes=2).eval()
 
 
 def _expected(model, data, tracklets, batch_size=5, pool="mean"):
@@ -137,7 +127,7 @@ def test_from_checkpoint(tmp_path, data):
     metrics = dict.fromkeys(("rank1", "rank5", "rank10", "rank20", "mAP"), 0.0)
     metrics.update(num_query=1, num_gallery=1)
     path = save_checkpoint(tmp_path / "c.pth", model, {
-        "model": "tp", "model_kwargs": _kwargs("tp"), "num_classes": 2,
+        "model": "tp", "model_kwargs": small_kwargs("tp"), "num_classes": 2,
         "dataset": {"name": "synthetic"}, "seq_len": T, "height": H, "width": W}, metrics)
     fx = FeatureExtractor.from_checkpoint(path, pool="max", batch_size=3)
     assert (fx.height, fx.width, fx.seq_len, fx.pool, fx.batch_size) == (H, W, T, "max", 3)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stgraph.nn._checks import check_clip_maps
 from stgraph.nn._export import adaptive_avg_pool2d
 
 __all__ = ["RRU", "RRUOutput"]
@@ -170,14 +171,6 @@ class RRU(nn.Module):
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
 
-    def _check(self, x: Tensor) -> None:
-        if x.dim() != 5:
-            raise ValueError(f"expected feature maps of shape (B, T, C, h, w), "
-                             f"got {tuple(x.shape)}")
-        if x.size(2) != self.in_channels:
-            raise ValueError(f"expected feature maps with in_channels={self.in_channels} "
-                             f"channels (B, T, C, h, w), got {tuple(x.shape)}")
-
     def attention(self, u: Tensor) -> tuple[Tensor, Tensor]:
         r"""Channel and spatial attention of transition outputs ``u`` :math:`(N, D, h, w)`.
 
@@ -237,7 +230,7 @@ class RRU(nn.Module):
             return_gates (bool): also return the gates (one more clip-sized tensor).
                 (default: :obj:`True`)
         """
-        self._check(x)
+        check_clip_maps(x, self.in_channels)
         B, T, C, h, w = x.shape
         forced = None
         if gate is not None:

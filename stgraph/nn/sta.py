@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stgraph.nn._checks import check_clip_maps
+
 __all__ = [
     "SpatialTemporalAttention",
     "STAOutput",
@@ -170,7 +172,7 @@ class SpatialTemporalAttention(nn.Module):
         Raises:
             ValueError: feature maps that are not 5-D or have no frame / channel / cell.
         """
-        _check_maps(feature_maps)
+        check_clip_maps(feature_maps)
         f = feature_maps
         if f.dtype in (torch.float16, torch.bfloat16):
             f = f.float()
@@ -178,7 +180,7 @@ class SpatialTemporalAttention(nn.Module):
         return energy / energy.sum(dim=(-2, -1), keepdim=True)
 
     def forward(self, feature_maps: Tensor) -> STAOutput:
-        _check_maps(feature_maps)
+        check_clip_maps(feature_maps)
         B, T, C, h, w = feature_maps.shape
         rows = sta_row_blocks(h, self.num_blocks, device=feature_maps.device)  # (h,)
         g = self.spatial_attention(feature_maps)  # (B, T, h, w)
@@ -260,12 +262,3 @@ def inter_frame_regularization(spatial: Tensor, pairs: str = "all", weight: floa
         reg = dist.mean(dim=1)  # (B,)
     reg = weight * reg
     return reg.mean() if reduction == "mean" else reg
-
-
-def _check_maps(feature_maps: Tensor) -> None:
-    if feature_maps.dim() != 5:
-        raise ValueError(f"expected feature maps of shape (B, T, C, h, w), "
-                         f"got {tuple(feature_maps.shape)}")
-    if min(feature_maps.shape[1:]) < 1:
-        raise ValueError(f"expected feature maps with at least one frame, channel and cell, "
-                         f"got shape {tuple(feature_maps.shape)} = (B, T, C, h, w)")

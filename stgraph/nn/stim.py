@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stgraph.nn._checks import check_clip_maps
+
 __all__ = ["STIM"]
 
 
@@ -74,12 +76,7 @@ class STIM(nn.Module):
             module.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"expected feature maps of shape (B, T, C, h, w), "
-                             f"got {tuple(x.shape)}")
-        if x.size(2) != self.in_channels:
-            raise ValueError(f"expected feature maps with in_channels={self.in_channels} "
-                             f"channels (B, T, C, h, w), got {tuple(x.shape)}")
+        check_clip_maps(x, self.in_channels)
         v = x.transpose(1, 2)  # (B, C, T, h, w): Conv3d's layout
         v = F.relu(self.bn1(self.conv1(v)))
         v = F.relu(self.bn2(self.conv2(v)))  # (B, out, T, h, w)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from stgraph.viz._common import DEFAULT_DPI, finish, to_image, to_numpy
-from stgraph.viz.model import clip_to_images
+from stgraph.viz.model import clip_to_images, evaluating, model_inputs
 
 __all__ = ["bilinear_resize", "plot_attention", "plot_model_attention"]
 
@@ -213,23 +213,9 @@ def plot_model_attention(model: Any, clips: Any, *, keypoints: Any = None,
         TypeError: the model has no attention maps (the message lists the models that do).
         ValueError: clips not :math:`(B, T, 3, H, W)` or ``clip_index`` out of range.
     """
-    import torch
-
-    if clips.dim() != 5 or clips.size(2) != 3:
-        raise ValueError(f"expected clips of shape (B, T, 3, H, W), got {tuple(clips.shape)}")
-    B = clips.size(0)
-    if isinstance(clip_index, bool) or not 0 <= clip_index < B:
-        raise ValueError(f"clip_index {clip_index} out of range for {B} clips")
-    inputs = {}
-    if keypoints is not None and "keypoints" in getattr(model, "input_keys", ()):
-        inputs["keypoints"] = keypoints
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            att = model.attention_maps(clips, **inputs)
-    finally:
-        model.train(was_training)
+    inputs = model_inputs(model, clips, keypoints, clip_index)
+    with evaluating(model):
+        att = model.attention_maps(clips, **inputs)
     temporal = att.get("temporal")
     return plot_attention(clip_to_images(clips[clip_index]), att["spatial"][clip_index],
                           None if temporal is None else temporal[clip_index],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,36 @@ def clip_to_images(clip: Any) -> np.ndarray:
     x = x * np.asarray(IMAGENET_STD).reshape(1, 3, 1, 1) + np.asarray(IMAGENET_MEAN).reshape(
         1, 3, 1, 1)
     return (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def model_inputs(model: Any, clips: Any, keypoints: Any, clip_index: int) -> dict:
+    """Check ``clips`` :math:`(B, T, 3, H, W)` and ``clip_index``; the extra inputs ``model`` takes.
+
+    Returns ``{"keypoints": keypoints}`` when given and the model lists ``keypoints`` in its
+    ``input_keys``, else ``{}``. Raises ``ValueError`` on a wrong shape or an index out of range.
+    """
+    if clips.dim() != 5 or clips.size(2) != 3:
+        raise ValueError(f"expected clips of shape (B, T, 3, H, W), got {tuple(clips.shape)}")
+    B = clips.size(0)
+    if isinstance(clip_index, bool) or not 0 <= clip_index < B:
+        raise ValueError(f"clip_index {clip_index} out of range for {B} clips")
+    if keypoints is not None and "keypoints" in getattr(model, "input_keys", ()):
+        return {"keypoints": keypoints}
+    return {}
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode and without gradients; restore its mode."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def _pick(graphs: dict, layer: str | None, prefixes: tuple[str, ...], what: str) -> str:
@@ -82,7 +114,6 @@ def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None
         ValueError: an unknown ``what``, a plot this model has no graph for (the message
             lists the recorded layers), or a skeleton plot without keypoints.
     """
-    import torch
 
     from stgraph.graph import COCO17, prior_pose
     from stgraph.models import record_graphs
@@ -95,19 +126,10 @@ def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None
 
     if what not in MODEL_PLOTS:
         raise ValueError(f"unknown plot {what!r}; choose one of: {', '.join(MODEL_PLOTS)}")
-    B, T = clips.shape[:2]
-    if not 0 <= clip_index < B:
-        raise ValueError(f"clip_index {clip_index} out of range for {B} clips")
-    inputs = {}
-    if keypoints is not None and "keypoints" in getattr(model, "input_keys", ()):
-        inputs["keypoints"] = keypoints
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), record_graphs(model) as graphs:
-            model(clips, **inputs)
-    finally:
-        model.train(was_training)
+    inputs = model_inputs(model, clips, keypoints, clip_index)
+    T = clips.size(1)
+    with evaluating(model), record_graphs(model) as graphs:
+        model(clips, **inputs)
     skeleton = getattr(model, "skeleton", COCO17)
     t = T // 2 if frame is None else int(frame)
     if not 0 <= t < T:

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from small_models import H, T, W, small_model
 
 from stgraph.models import STGCN, create_model, list_models
 
 SMALL = {"backbone": "resnet18"}
-T, H, W = 4, 64, 32  # resnet18 with last stride 1: 4 x 2 maps
 
 
 def _clips(b=4, seed=0):
@@ -14,17 +14,9 @@ def _clips(b=4, seed=0):
     return torch.randn(b, T, 3, H, W, generator=g)
 
 
-def _kwargs(name):
-    kw = dict(SMALL)
-    if name == "stgcn":
-        kw.update(seq_len=T, num_patches=2)
-    return kw
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_model_contract(name):
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=5, **_kwargs(name))
+    model = small_model(name, num_classes=5)
     clips = _clips()
     pids = torch.tensor([0, 0, 1, 1])
     out = model(clips)
