@@ -6,7 +6,9 @@ with no trainable layer before its BNNeck (STGCN's and CTL's global branch, TP) 
 the ImageNet features as they are. This script evaluates, from the feature cache, each
 branch's post-BNNeck feature alone and the model's embedding, per checkpoint, with
 euclidean and cosine distance, and averages over the checkpoints given (e.g. the seeds of
-``benchmarks/accuracy.py``).
+``benchmarks/accuracy.py``). It also gives, per branch as wide as the global one, the mean
+cosine of its feature with the global feature before the BNNecks (CTL's V_f^a is
+TAP(parts + V_g): near 1 when the parts add little to V_g).
 
 Usage (from the repository root)::
 
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,15 +38,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @torch.no_grad()
 def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_len: int,
-                    batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Per-tracklet mean of each branch's post-BNNeck clip feature, and of the embedding."""
+                    batch_size: int = 32, global_cosine: dict | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Per-tracklet mean of each branch's post-BNNeck clip feature, and of the embedding.
+
+    With a dict ``global_cosine``, it receives, per branch of the width of the ``global``
+    branch, the mean over clips of the cosine between that branch's feature and the global
+    one, both before their BNNecks: how much of the branch is the (frozen) global feature.
+    """
     keypoints = "keypoints" in head.input_keys
     clips = CachedTestClips(cache, tracklets, seq_len, keypoints=keypoints)
     head.eval()
     sums: dict[str, torch.Tensor] = {}
+    cos_sums: dict[str, float] = {}
     for batch in DataLoader(clips, batch_size=batch_size):
         extra = {"keypoints": batch["keypoints"]} if keypoints else {}
         out = head(batch["clip"], **extra)
+        raw = dict(zip(out["branches"], out["features"], strict=True))
+        if global_cosine is not None and "global" in raw:
+            for name, f in raw.items():
+                if f.shape == raw["global"].shape:
+                    cos = F.cosine_similarity(f, raw["global"], dim=1).sum().item()
+                    cos_sums[name] = cos_sums.get(name, 0.0) + cos
         feats = {name: neck(f)[0] for name, neck, f in
                  zip(out["branches"], head.model.necks, out["features"], strict=True)}
         feats["embedding"] = out["embedding"]
@@ -51,6 +67,8 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
             if name not in sums:
                 sums[name] = f.new_zeros(clips.num_tracklets, f.size(1))
             sums[name].index_add_(0, batch["tracklet"], f)
+    if global_cosine is not None:
+        global_cosine.update({k: v / len(clips) for k, v in cos_sums.items()})
     counts = clips.clip_tracklet.bincount(minlength=clips.num_tracklets).unsqueeze(1)
     return {name: s / counts for name, s in sums.items()}
 
@@ -66,9 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     for path in args.checkpoints:
         model, cfg = load_checkpoint(path)
         head = FeatureMapHead(model, cache.image_size)
-        q = branch_features(head, cache, cache.query, cfg["seq_len"])
+        cos: dict[str, float] = {}
+        q = branch_features(head, cache, cache.query, cfg["seq_len"], global_cosine=cos)
         g = branch_features(head, cache, cache.gallery, cfg["seq_len"])
-        row = {"checkpoint": str(path), "model": cfg["model"]}
+        row = {"checkpoint": str(path), "model": cfg["model"], "global_cosine": cos}
         for name in q:
             for metric in ("euclidean", "cosine"):
                 m = rank_features(q[name], g[name], cache.query, cache.gallery, metric=metric)
@@ -83,6 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
         e, c = summary[f"{name}/euclidean"], summary[f"{name}/cosine"]
         print(f"  {name:<12} | {e['rank1']:6.1f} / {e['mAP']:5.1f} | "
               f"{c['rank1']:6.1f} / {c['mAP']:5.1f}")
+    cos_names = per_ckpt[0]["global_cosine"]
+    if cos_names:
+        mean_cos = {k: statistics.fmean(r["global_cosine"][k] for r in per_ckpt)
+                    for k in cos_names}
+        summary["global_cosine"] = mean_cos
+        print("  cosine with the global branch before the BNNecks (query clips): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in mean_cos.items()))
     results = {"machine": machine(), "summary": summary, "checkpoints": per_ckpt}
     save_results(Path(args.out), results)
     return results

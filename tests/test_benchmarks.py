@@ -229,6 +229,11 @@ def test_branches_on_an_untrained_stgcn(tmp_path):
 
     want = rank_features(gap(cache.query), gap(cache.gallery), cache.query, cache.gallery)
     assert row["global/euclidean"]["mAP"] == pytest.approx(100 * want["mAP"], abs=1e-3)
+    # the global branch is itself; STGCN's graph branches are other features
+    cos = row["global_cosine"]
+    assert cos["global"] == pytest.approx(1.0, abs=1e-5)
+    assert set(cos) <= {"global", "temporal", "spatial"} and len(cos) >= 2
+    assert all(v < 0.999 for k, v in cos.items() if k != "global")
 
 
 def test_inference_quick(tmp_path, capsys):
