@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heatmap-sigma", type=float, default=None,
                    help="CTL heatmap Gaussian sigma in feature cells (default 1)")
     t.add_argument("--part-reduce", choices=["sum", "mean"], default=None,
-                   help="CTL: parts summed (the paper) or averaged in V_f^a (default mean)")
+                   help="CTL: parts summed (the paper; default) or averaged in V_f^a")
     t.add_argument("--part-grad-scale", type=float, default=None,
                    help="CTL: factor on the part branch's gradient into the backbone "
                         "(0 detaches it; default 1)")

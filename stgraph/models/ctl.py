@@ -137,8 +137,8 @@ class CTL(VideoReIDModel):
         V_f^a = \mathrm{TAP}\Big(\sum_n [V_p]_{:,n} + V_g\Big), \quad
         V_f^c = \mathrm{TAP}\big([g_c([V_p]_{:,1}), \dots, g_c([V_p]_{:,N_{s_3}})] + V_g\big)
 
-    (sec. 3.5; with ``part_reduce="mean"``, the default, :math:`V_f^a` takes
-    the mean over the :math:`N_{s_3}` parts instead of the sum, and with
+    (sec. 3.5; with ``part_reduce="mean"`` :math:`V_f^a` takes the mean over
+    the :math:`N_{s_3}` parts instead of the sum, and with
     ``normalize_parts`` each part :math:`[V_p]_{:,n}` entering the fusion is
     rescaled to the norm of :math:`V_g`), each with a BNNeck and classifier;
     ``part_features`` is :math:`\mathrm{TAP}(V_p)` (eq. 7, before any
@@ -164,12 +164,13 @@ class CTL(VideoReIDModel):
     Departures from the paper, each one constructor argument whose paper-literal
     value is given below (ours, found by a review of this implementation; see
     ``docs/ctl_choices.md`` items 20-24): sharper heatmaps
-    (``heatmap_temperature=0.1``, paper 1), the mean over the parts in
-    :math:`V_f^a` (``part_reduce="mean"``, paper ``"sum"``), the gradient of
-    the part branch into the backbone scaled (``part_grad_scale``, paper 1),
+    (``heatmap_temperature=0.1``, paper 1) and the scaled dot product in the
+    CS-GCLs (``scale_cross_attention``, paper off) are on by default; selectable
+    and off by default are the mean over the parts in :math:`V_f^a`
+    (``part_reduce="mean"``, paper ``"sum"``), the gradient of the part branch
+    into the backbone scaled (``part_grad_scale``, paper 1) and
     parts rescaled to the global feature's norm (``normalize_parts``, paper
-    off) and the scaled dot product in the CS-GCLs (``scale_cross_attention``,
-    paper off). The paper-literal model is ``CTL(..., heatmap_temperature=1.0,
+    off). The paper-literal model is ``CTL(..., heatmap_temperature=1.0,
     part_reduce="sum", part_grad_scale=1.0, normalize_parts=False,
     scale_cross_attention=False)``.
 
@@ -206,8 +207,9 @@ class CTL(VideoReIDModel):
             factor 10 before the softmax (ours). (default: :obj:`0.1`)
         part_reduce (str): how :math:`V_f^a` combines the :math:`N_{s_3}`
             parts: ``"sum"`` (the paper's :math:`\sum_n`) or ``"mean"`` (ours:
-            the sum of 5 parts is several times the size of :math:`V_g` and
-            swamps it). (default: ``"mean"``)
+            1/5 of the part term, so that it does not swamp :math:`V_g` nor
+            its gradient). Under the frozen protocol the sum ranks better
+            (``docs/ctl_choices.md`` item 21). (default: ``"sum"``)
         part_grad_scale (float): factor on the gradient the part branch (all
             that is computed from the pooled part features, not :math:`V_g`)
             sends into the backbone feature maps; the forward pass is
@@ -262,7 +264,7 @@ class CTL(VideoReIDModel):
                  use_physical: bool = True, use_mask: bool = True, use_context: bool = True,
                  cross_scales: Sequence[str] = ("s1", "s2"), cross_scale: str = "gcn",
                  cross_embed_channels: int | None = None, heatmap_sigma: float = 1.0,
-                 heatmap_temperature: float = 0.1, part_reduce: str = "mean",
+                 heatmap_temperature: float = 0.1, part_reduce: str = "sum",
                  part_grad_scale: float = 1.0, normalize_parts: bool = False,
                  scale_cross_attention: bool = True, backend: str = "auto") -> None:
         if backend not in _BACKENDS:

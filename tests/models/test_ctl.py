@@ -45,9 +45,9 @@ PAPER = {"heatmap_temperature": 1.0, "part_reduce": "sum", "part_grad_scale": 1.
 
 @pytest.mark.parametrize("kwargs", [
     PAPER,
-    {},  # our defaults: temperature 0.1, mean over the parts
+    {},  # our defaults: temperature 0.1, sum over the parts, scaled cross attention
     {"part_reduce": "sum", "normalize_parts": True},
-    {"normalize_parts": True, "part_grad_scale": 0.5},
+    {"part_reduce": "mean", "normalize_parts": True, "part_grad_scale": 0.5},
 ], ids=["paper", "defaults", "sum-normalized", "mean-normalized"])
 def test_fusion_block_by_hand_without_graph_layers(kwargs):
     """With no 3D-GCL and no cross-scale term, V_p is the pooled s3 parts: check eq. 7 and
@@ -55,7 +55,7 @@ def test_fusion_block_by_hand_without_graph_layers(kwargs):
     torch.manual_seed(0)
     model = CTL(**SMALL, num_layers=0, cross_scales=(), **kwargs).eval()
     temperature = kwargs.get("heatmap_temperature", 0.1)
-    reduce = kwargs.get("part_reduce", "mean")
+    reduce = kwargs.get("part_reduce", "sum")
     assert (model.heatmap_temperature, model.part_reduce) == (temperature, reduce)
     clips, kp = _clips(), _keypoints()
     with torch.no_grad():
