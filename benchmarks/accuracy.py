@@ -115,9 +115,20 @@ def load_earlier(paths: list[str]) -> dict[str, dict]:
     """The runs recorded in earlier JSON outputs of this script, by their exact command."""
     earlier = {}
     for path in paths:
-        for entry in json.loads(Path(path).read_text()).get("commands", []):
-            if "rank1" in entry:
-                earlier[entry["command"]] = {**entry, "from": str(path)}
+        data = json.loads(Path(path).read_text())
+        rows = {(protocol, r["model"]): r for protocol in ("frozen", "finetune")
+                for r in data.get(protocol, [])}
+        for entry in data.get("commands", []):
+            if "rank1" not in entry:
+                continue
+            entry = {**entry, "from": str(path)}
+            # older files keep the size and the time per epoch on the row only
+            out = Path(entry["output"])
+            row = rows.get((out.parent.parent.name, out.parent.name), {})
+            for key in ("parameters", "trainable_parameters", "seconds_per_epoch"):
+                if key not in entry and row.get(key) is not None:
+                    entry[key] = row[key]
+            earlier[entry["command"]] = entry
     return earlier
 
 
@@ -260,9 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
                "commands": []}
     if args.protocol in ("frozen", "both"):
         cache = args.cache
-        if cache is None and not args.no_run:
+        if cache is None:  # the script's own cache (built unless --no-run)
             cache = str(runs / "cache")
-            if not (Path(cache) / "manifest.json").is_file():
+            if not args.no_run and not (Path(cache) / "manifest.json").is_file():
                 cmd = ["cache", *data_args(args), "--height", str(height), "--width",
                        str(width), "--out", cache, "--no-progress"]
                 print(f"$ stgraph {shlex.join(cmd)}", flush=True)
