@@ -60,8 +60,8 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
                 if f.shape == raw["global"].shape:
                     cos = F.cosine_similarity(f, raw["global"], dim=1).sum().item()
                     cos_sums[name] = cos_sums.get(name, 0.0) + cos
-        feats = {name: neck(f)[0] for name, neck, f in
-                 zip(out["branches"], head.model.necks, out["features"], strict=True)}
+        feats = {name: neck(f)[0] for (name, f), neck in
+                 zip(raw.items(), head.model.necks, strict=True)}
         feats["embedding"] = out["embedding"]
         for name, f in feats.items():
             if name not in sums:
