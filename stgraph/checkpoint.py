@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from stgraph.models import create_model, get_model_class
+from stgraph.models.backbones.loading import not_a_torch_file
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -195,6 +196,9 @@ def read_checkpoint_file(path: str | os.PathLike, device="cpu") -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): the run that wrote it was "
                               "interrupted or the copy failed; use another checkpoint")
+    why = not_a_torch_file(path)
+    if why is not None:
+        raise CheckpointError(f"{path} is not an stgraph checkpoint: {why}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -237,7 +241,12 @@ def load_checkpoint(path: str | os.PathLike, device="cpu"):
                       "(e.g. CTL's heatmap_temperature, part_reduce, scale_cross_attention) "
                       "rebuilds it differently; pass the old values to rebuild it as trained",
                       UserWarning, stacklevel=2)
-    model = create_model(cfg["model"], num_classes=cfg["num_classes"], **cfg["model_kwargs"])
+    try:
+        model = create_model(cfg["model"], num_classes=cfg["num_classes"],
+                             **cfg["model_kwargs"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"checkpoint {path}: its config does not build model "
+                         f"{cfg['model']!r}: {err}") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -326,10 +335,16 @@ class OutputLock:
             return self
         raise OutputInUseError(f"cannot take the lock {self.path}: another run keeps taking it")
 
-    def _check_stale(self) -> None:
+    def check_not_in_use(self) -> dict:
+        """Raise :class:`OutputInUseError` if a live process (or one on another host)
+        holds the lock; returns the lock file's ``pid`` / ``host`` (empty without one).
+        Called before a folder's files are judged, so that a running run is reported as
+        running, not as an interrupted one."""
         try:
             info = json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):
+            info = {}
+        if not isinstance(info, dict):
             info = {}
         pid, host = info.get("pid"), info.get("host")
         folder = self.path.parent
@@ -340,8 +355,12 @@ class OutputLock:
                 "lock file if that run is dead")
         if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
             raise OutputInUseError(
-                f"--output {folder} is in use by process {pid} (lock file {self.path}); "
-                "wait for that run or choose another --output")
+                f"--output {folder} is in use by a running process ({pid}, lock file "
+                f"{self.path}); wait for that run to finish or choose another --output")
+        return info
+
+    def _check_stale(self) -> None:
+        pid = self.check_not_in_use().get("pid")
         warnings.warn(f"taking over the stale lock {self.path} of process {pid}, which is no "
                       "longer running (an interrupted run)", UserWarning, stacklevel=3)
         try:

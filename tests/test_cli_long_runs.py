@@ -220,7 +220,7 @@ def test_an_output_in_use_is_refused(tmp_path, capsys):
                                                "host": __import__("socket").gethostname()}))
         assert main(["train", *SMALL, "--epochs", "1", "--output", str(out)]) == 2
         err = capsys.readouterr().err
-        assert f"is in use by process {other.pid}" in err
+        assert f"is in use by a running process ({other.pid}" in err
     finally:
         other.kill()
         other.wait()
@@ -289,7 +289,8 @@ def test_an_unreadable_frame_is_one_line_naming_it(tmp_path, capsys, where):
     assert rc == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "cannot read frame" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
+    errors = [line for line in err.strip().splitlines() if "stgraph: warning:" not in line]
+    assert len(errors) == 1, err  # one line for the error (32 x 16 frames also warn)
     assert not (out / "last.pth").exists()  # test frames: refused before the first step
     assert not (out / ".lock").exists()
 

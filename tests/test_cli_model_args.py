@@ -135,3 +135,28 @@ def test_margin_and_part_triplet_weight_reach_the_loss(tmp_path, monkeypatch):
     with pytest.raises(_Stop):
         _train(tmp_path, "tp")
     assert seen["margin"] == 0.3 and seen["part_triplet_weight"] == 1.0
+
+
+def test_values_take_the_type_of_the_constructor_argument(tmp_path, capsys, created):
+    assert _train(tmp_path, "stgcn", "--model-arg", "num_patches=abc") == 2
+    assert ("stgraph: error: --model-arg num_patches='abc': model stgcn: num_patches must be "
+            "an integer, got 'abc'") in capsys.readouterr().err
+    assert _train(tmp_path, "stgcn", "--model-arg", "num_layers=2.5") == 2
+    assert "num_layers must be an integer, got 2.5" in capsys.readouterr().err
+    assert _train(tmp_path, "stgcn", "--model-arg", "spatial_channels=None") == 2
+    assert "spatial_channels=None is not allowed; give an integer" in capsys.readouterr().err
+    assert created == {} and not (tmp_path / "o").exists()
+    with pytest.raises(_Stop):  # an integer for a float argument becomes a float
+        _train(tmp_path, "tp_mlp", "--model-arg", "dropout=0")
+    assert created["dropout"] == 0.0 and isinstance(created["dropout"], float)
+
+
+def test_out_of_range_values_name_the_argument_and_what_is_allowed(tmp_path, capsys):
+    assert _train(tmp_path, "stgcn", "--model-arg", "spatial_channels=-5") == 2
+    err = capsys.readouterr().err
+    assert err == "stgraph: error: spatial_channels must be an integer >= 1, got -5\n"
+    assert not (tmp_path / "o").exists()
+    assert _train(tmp_path, "rru", "--model-arg", "spatial_grid=[0, 4]") == 2
+    assert "spatial_grid_rows must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert _train(tmp_path, "ctl", "--model-arg", "heatmap_sigma=0") == 2
+    assert "heatmap_sigma must be finite and > 0" in capsys.readouterr().err

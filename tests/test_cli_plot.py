@@ -49,5 +49,5 @@ def test_ranking_figure_and_bad_index(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path, "tp")
     assert _plot(ckpt, "ranking", tmp_path / "r.png", "--top-k", "3") == 0
     assert (tmp_path / "r.png").stat().st_size > 0
-    assert _plot(ckpt, "adjacency", tmp_path / "x.png", "--index", "9") == 2
+    assert _plot(ckpt, "ranking", tmp_path / "x.png", "--index", "9") == 2
     assert "--index 9 out of range: 3 queries" in capsys.readouterr().err

@@ -8,9 +8,26 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-__all__ = ["extract_features"]
+__all__ = ["extract_features", "parameter_dtype", "to_model"]
 
 _POOLS = ("mean", "max")
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating parameter (:obj:`None` without one): the
+    dtype the loops cast the float32 clips (and keypoints) to, so that a model in float64
+    (``model.double()``, e.g. to check an equivalence without float32 rounding) trains and
+    evaluates on float64 inputs. Mixed precision (``--amp``) keeps float32 parameters."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def to_model(x: Tensor, model: nn.Module, device: str | torch.device) -> Tensor:
+    """``x`` on ``device``; a floating ``x`` in :func:`parameter_dtype` of ``model``."""
+    dtype = parameter_dtype(model) if x.is_floating_point() else None
+    return x.to(device, dtype=dtype or x.dtype, non_blocking=True)
 
 
 @torch.no_grad()
@@ -73,7 +90,7 @@ def extract_features(model: nn.Module, loader: Iterable[Mapping[str, Tensor]], n
     counts = torch.zeros(num_tracklets, dtype=torch.long, device=device)
     try:
         for batch in tqdm(loader, desc="features", unit="batch", disable=not progress):
-            clip = batch["clip"].to(device, non_blocking=True)
+            clip = to_model(batch["clip"], model, device)
             tid = batch["tracklet"].to(device, non_blocking=True).long()
             if clip.dim() != 5 or tid.shape != clip.shape[:1]:
                 raise ValueError(f"expected clip (B, T, 3, H, W) and tracklet (B,), got "
@@ -82,7 +99,7 @@ def extract_features(model: nn.Module, loader: Iterable[Mapping[str, Tensor]], n
                 bad = tid[(tid < 0) | (tid >= num_tracklets)][0].item()
                 raise ValueError(f"tracklet index {bad} out of range for "
                                  f"num_tracklets={num_tracklets}")
-            extra = {k: batch[k].to(device, non_blocking=True) for k in inputs if k in batch}
+            extra = {k: to_model(batch[k], model, device) for k in inputs if k in batch}
             out = model(clip, **extra)
             if not isinstance(out, Mapping) or "embedding" not in out:
                 raise TypeError(f"model output must be a dict with an 'embedding' entry, "

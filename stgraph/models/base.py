@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from stgraph.models.backbones import build_backbone
 
-__all__ = ["VideoReIDModel", "ReIDOutput", "models_with_attention"]
+__all__ = ["VideoReIDModel", "ReIDOutput", "check_positive", "models_with_attention"]
 
 #: What every model returns, in train and eval mode alike:
 #: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
@@ -15,6 +15,25 @@ __all__ = ["VideoReIDModel", "ReIDOutput", "models_with_attention"]
 #: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names;
 #: a model may add entries, e.g. CTL's ``part_features`` for its diversity loss.
 ReIDOutput = dict
+
+
+def check_positive(**values: int | None) -> None:
+    """Raise :class:`ValueError` for the first of ``values`` (keyword = the constructor
+    argument's name) that is not an integer >= 1; :obj:`None` (an optional size left to
+    its default) passes.
+
+    Examples:
+        >>> check_positive(num_patches=4, embed_channels=None)
+        >>> check_positive(spatial_channels=-5)
+        Traceback (most recent call last):
+        ...
+        ValueError: spatial_channels must be an integer >= 1, got -5
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def models_with_attention() -> list[str]:
@@ -59,6 +78,9 @@ class VideoReIDModel(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None) -> None:
         super().__init__()
+        check_positive(num_classes=num_classes)
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
         self.num_classes = num_classes
         self.backbone = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
         self.feat_channels = self.backbone.out_channels

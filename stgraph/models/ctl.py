@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stgraph.graph import COCO17, KeypointGraphBuilder, Skeleton, keypoint_heatmaps, prior_pose
-from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
 from stgraph.models.registry import register_model
 from stgraph.nn import (
     BNNeck,
@@ -281,8 +281,15 @@ class CTL(VideoReIDModel):
         if not part_grad_scale >= 0 or part_grad_scale == float("inf"):
             raise ValueError(f"part_grad_scale must be finite and >= 0, got {part_grad_scale} "
                              "(1: plain backpropagation, 0: part branch detached)")
-        if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+            raise ValueError(f"num_layers must be an integer >= 0, got {num_layers!r}")
+        check_positive(tau=tau, cross_embed_channels=cross_embed_channels)
+        if not 0 <= alpha < float("inf"):
+            raise ValueError(f"alpha must be finite and >= 0 (the weight of the cross-scale "
+                             f"features, eq. 7), got {alpha}")
+        if not 0 < heatmap_sigma < float("inf"):
+            raise ValueError(f"heatmap_sigma must be finite and > 0 (pixels of the feature "
+                             f"map), got {heatmap_sigma}")
         if len(skeleton.scales) != 3:
             raise ValueError(f"CTL needs a skeleton with keypoints and two part scales, "
                              f"got scales {skeleton.scales}")

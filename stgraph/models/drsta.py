@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
 from stgraph.models.registry import register_model
 from stgraph.nn import BNNeck, MultiPartSpatialAttention, PartTemporalAttention, hellinger_diversity
 
@@ -131,11 +131,8 @@ class DRSTA(VideoReIDModel):
                  pretrained: str | None = None, num_parts: int = 6, hidden_channels: int = 64,
                  shared_attention: bool = False, part_channels: int | None = None,
                  diversity_weight: float = 0.1, diversity_form: str = "paper") -> None:
-        if num_parts < 1 or hidden_channels < 1:
-            raise ValueError(f"num_parts and hidden_channels must be >= 1, got {num_parts} "
-                             f"and {hidden_channels}")
-        if part_channels is not None and part_channels < 1:
-            raise ValueError(f"part_channels must be >= 1 or None, got {part_channels}")
+        check_positive(num_parts=num_parts, hidden_channels=hidden_channels,
+                       part_channels=part_channels)
         if not 0 <= diversity_weight < float("inf"):
             raise ValueError(f"diversity_weight must be finite and >= 0, got {diversity_weight}")
         if diversity_form not in _DIVERSITY_FORMS:

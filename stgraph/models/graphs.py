@@ -7,10 +7,11 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
 
 from stgraph.nn import DenseAffinityGCN, DenseCrossScaleGCN, DenseSlidingWindowGCN
 
-__all__ = ["GRAPH_LAYERS", "record_graphs"]
+__all__ = ["GRAPH_LAYERS", "models_with_graphs", "record_graphs"]
 
 #: Dense graph layers whose graphs :func:`record_graphs` records, with the keyword that makes
 #: each return its graph: the normalised affinity adjacency :math:`\hat{A}` ``(B, N, N)``
@@ -21,6 +22,19 @@ GRAPH_LAYERS: dict[type[nn.Module], str] = {
     DenseSlidingWindowGCN: "return_adjacency",
     DenseCrossScaleGCN: "return_attention",
 }
+
+
+def models_with_graphs() -> list[str]:
+    """Registered model names that build graphs (sorted): those whose constructor takes a
+    graph ``backend`` (dense or PyG layers), e.g. ``["ctl", "stgcn"]``; the models
+    :func:`record_graphs` and ``stgraph plot --what adjacency|temporal|skeleton|cross-scale``
+    work on."""
+    import inspect
+
+    from stgraph.models.registry import get_model_class, list_models
+
+    return [name for name in list_models()
+            if "backend" in inspect.signature(get_model_class(name)).parameters]
 
 
 @contextmanager
@@ -61,6 +75,9 @@ def record_graphs(model: nn.Module) -> Iterator[dict[str, Tensor]]:
     """
     graphs: dict[str, Tensor] = {}
     layers = [(name, m) for name, m in model.named_modules() if type(m) in GRAPH_LAYERS]
+    if not layers and not any(isinstance(m, MessagePassing) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} builds no graph; the models that do: "
+                         f"{', '.join(models_with_graphs())}")
     if not layers:
         raise ValueError(
             f"{type(model).__name__} holds no dense graph layer "

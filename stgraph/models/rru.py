@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
 from stgraph.models.registry import register_model
 from stgraph.nn import RRU, STIM, BNNeck
 from stgraph.nn._export import adaptive_avg_pool1d
@@ -93,8 +93,13 @@ class RRUSTIM(VideoReIDModel):
                  pretrained: str | None = None, hidden_channels: int = 256,
                  embed_channels: int = 256, spatial_grid: tuple[int, int] = (8, 8),
                  spatial_hidden: int = 128, num_rows: int = 8) -> None:
-        if num_rows < 1:
-            raise ValueError(f"num_rows must be >= 1, got {num_rows}")
+        check_positive(hidden_channels=hidden_channels, embed_channels=embed_channels,
+                       spatial_hidden=spatial_hidden, num_rows=num_rows)
+        grid = tuple(spatial_grid)
+        if len(grid) != 2:
+            raise ValueError(f"spatial_grid must be two integers (rows, columns), got "
+                             f"{spatial_grid!r}")
+        check_positive(spatial_grid_rows=grid[0], spatial_grid_columns=grid[1])
         super().__init__(num_classes, backbone, last_stride, pretrained)
         C = self.feat_channels
         self.num_rows = num_rows

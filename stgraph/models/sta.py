@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
 from stgraph.models.registry import register_model
 from stgraph.nn import BNNeck
 from stgraph.nn.sta import (
@@ -106,9 +106,7 @@ class STA(VideoReIDModel):
                  pretrained: str | None = None, num_blocks: int = 4,
                  embed_dim: int | None = None, reg_weight: float = 1.0,
                  reg_pairs: str = "all", eps: float = 1e-12) -> None:
-        if embed_dim is not None and embed_dim < 1:
-            raise ValueError(f"embed_dim must be >= 1 or None (the backbone width), "
-                             f"got {embed_dim}")
+        check_positive(num_blocks=num_blocks, embed_dim=embed_dim)
         if not 0 <= reg_weight < float("inf"):
             raise ValueError(f"reg_weight must be finite and >= 0, got {reg_weight}")
         if reg_pairs not in ("all", "first_last"):

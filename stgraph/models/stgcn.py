@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from stgraph.graph import PatchGraphBuilder
 from stgraph.kernels.backend import BACKENDS
-from stgraph.models.base import ReIDOutput, VideoReIDModel
+from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
 from stgraph.models.registry import register_model
 from stgraph.nn import AffinityGCNConv, BNNeck, DenseAffinityGCN
 
@@ -135,6 +135,8 @@ class STGCN(VideoReIDModel):
                  pretrained: str | None = None, seq_len: int = 8, num_patches: int = 4,
                  num_layers: int = 2, embed_channels: int | None = None,
                  spatial_channels: int = 256, backend: str = "auto") -> None:
+        check_positive(seq_len=seq_len, num_patches=num_patches, num_layers=num_layers,
+                       embed_channels=embed_channels, spatial_channels=spatial_channels)
         backend = _check_backend(backend)
         super().__init__(num_classes, backbone, last_stride, pretrained)
         C = self.feat_channels

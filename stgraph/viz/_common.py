@@ -93,9 +93,21 @@ def new_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
 
 
 def finish(fig: Any, save: str | Path | None, dpi: float) -> Any:
-    """Save ``fig`` to ``save`` (format from the extension) when given; return ``fig``."""
+    """Save ``fig`` to ``save`` (format from the extension, PNG without one) when given;
+    return ``fig``.
+
+    The figure is rendered into memory and written with one ``write``: matplotlib's own
+    file writer drops some write errors (a full disk), which then surface here as
+    :class:`OSError` naming the file.
+    """
     if save is not None:
-        fig.savefig(save, dpi=dpi)
+        import io
+
+        suffix = Path(save).suffix.lstrip(".").lower()
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=dpi, format=suffix or "png")
+        with open(save, "wb") as f:
+            f.write(buf.getvalue())
     return fig
 
 

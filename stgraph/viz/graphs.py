@@ -73,10 +73,17 @@ def _scalar_mappable(cmap: Any, values: np.ndarray, vmin: float | None,
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
+    lo = float(values.min()) if values.size else 0.0
+    hi = float(values.max()) if values.size else 1.0
     if vmin is None:
-        vmin = float(values.min()) if values.size else 0.0
+        vmin = lo
     if vmax is None:
-        vmax = float(values.max()) if values.size else 1.0
+        vmax = hi
+    if vmax <= vmin:  # equal weights: matplotlib would widen the range to both sides of them
+        if lo >= 0:  # a non-negative quantity keeps a non-negative colour bar
+            vmin, vmax = 0.0, (vmax if vmax > 0 else 1.0)
+        else:
+            vmin, vmax = vmin - 0.5 * abs(vmin or 1.0), vmax + 0.5 * abs(vmax or 1.0)
     return ScalarMappable(norm=Normalize(vmin=vmin, vmax=vmax), cmap=colormap(cmap))
 
 
@@ -362,8 +369,7 @@ def plot_temporal_graph(adj: Any, num_frames: int, num_parts: int, top_k: int | 
     ax.set_ylabel("part")
     ax.legend(handles=[_legend_line(INTRA_FRAME_COLOR, "intra-frame"),
                        _legend_line(CROSS_FRAME_COLOR, "cross-frame")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.12 if P > 3 else -0.2), ncol=2,
-              fontsize=7, frameon=False)
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     ax.set_title(title if title is not None else f"{len(w)} strongest edges")
     return finish(fig, save, dpi)
 

@@ -168,7 +168,7 @@ def test_bad_arguments_are_clear_errors():
         CTL(**SMALL, cross_scale="sum")
     with pytest.raises(ValueError, match="unknown backend"):
         CTL(**SMALL, backend="sparse")
-    with pytest.raises(ValueError, match="num_layers must be >= 0"):
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 0, got -1"):
         CTL(**SMALL, num_layers=-1)
     with pytest.raises(ValueError, match="unknown part_reduce 'max'; choose one of: sum, mean"):
         CTL(**SMALL, part_reduce="max")

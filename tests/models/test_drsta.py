@@ -132,9 +132,9 @@ def test_errors():
         model.forward_head(torch.randn(2, 4, 256, 4, 2))
     with pytest.raises(ValueError, match=r"got \(2, 512, 4, 2\)"):
         model.attention_head(torch.randn(2, 512, 4, 2))
-    with pytest.raises(ValueError, match="num_parts and hidden_channels must be >= 1"):
+    with pytest.raises(ValueError, match="num_parts must be an integer >= 1, got 0"):
         DRSTA(num_classes=3, num_parts=0, **SMALL)
-    with pytest.raises(ValueError, match="part_channels must be >= 1"):
+    with pytest.raises(ValueError, match="part_channels must be an integer >= 1, got 0"):
         DRSTA(num_classes=3, part_channels=0, **SMALL)
     with pytest.raises(ValueError, match="diversity_weight must be finite and >= 0"):
         DRSTA(num_classes=3, diversity_weight=-1.0, **SMALL)

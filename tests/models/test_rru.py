@@ -112,7 +112,7 @@ def test_full_model_on_clips_of_two_sizes():
 
 
 def test_errors(model):
-    with pytest.raises(ValueError, match="num_rows must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_rows must be an integer >= 1, got 0"):
         RRUSTIM(num_classes=3, num_rows=0, **SMALL)
     with pytest.raises(ValueError, match=r"\(B, T, C, h, w\), got \(2, 512, 4, 2\)"):
         model.forward_head(torch.zeros(2, 512, 4, 2))

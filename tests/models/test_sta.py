@@ -110,9 +110,9 @@ def test_errors():
     model = STA(num_classes=3, num_blocks=5, **SMALL)
     with pytest.raises(ValueError, match="num_blocks=5 horizontal blocks .* got h=4"):
         model(_clips(2))
-    with pytest.raises(ValueError, match="num_blocks must be >= 1"):
+    with pytest.raises(ValueError, match="num_blocks must be an integer >= 1, got 0"):
         STA(num_classes=3, num_blocks=0, **SMALL)
-    with pytest.raises(ValueError, match="embed_dim must be >= 1"):
+    with pytest.raises(ValueError, match="embed_dim must be an integer >= 1, got 0"):
         STA(num_classes=3, embed_dim=0, **SMALL)
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="reg_weight must be finite and >= 0"):

@@ -250,3 +250,33 @@ def test_cross_scale_bad_shapes_raise():
         plot_cross_scale(np.ones((5, 17)), fine_labels=["a", "b", "c"])
     with pytest.raises(ValueError, match="coarse_labels has 1 entries, expected 5"):
         plot_cross_scale(np.ones((5, 17)), coarse_labels=["a"])
+
+
+@pytest.mark.parametrize("parts", [2, 4, 17])
+def test_temporal_legend_clears_the_axis_labels(parts):
+    T = 3
+    adj = _distinct_symmetric(T * parts)
+    fig = plot_temporal_graph(adj, T, parts, top_k=8)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # constrained layout places the legend
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    for label in (ax.xaxis.label, ax.yaxis.label, ax.title):
+        assert not legend.overlaps(label.get_window_extent(renderer)), label.get_text()
+    for tick in ax.get_xticklabels():
+        assert not legend.overlaps(tick.get_window_extent(renderer)), tick.get_text()
+
+
+def test_skeleton_colour_bar_of_equal_non_negative_weights_starts_at_zero():
+    kp = prior_pose(64, 32)
+    fig = plot_skeleton_graph(kp, np.full((17, 17), 0.5), COCO17, top_k=5)
+    (bar,) = _colorbars(fig)
+    lo, hi = bar.get_ylim()
+    assert lo == 0.0 and hi == 0.5  # matplotlib alone would draw about 0.45 to 0.55, or
+    # below 0 for zero weights
+    fig = plot_skeleton_graph(kp, np.zeros((17, 17)), COCO17, top_k=5)
+    (bar,) = _colorbars(fig)
+    assert bar.get_ylim() == (0.0, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,29 @@ def _preview(keys: list[str], limit: int = 5) -> str:
     return f"{len(keys)}: [{shown}{more}]"
 
 
+def not_a_torch_file(path: str | os.PathLike) -> str | None:
+    """Why the file at ``path`` cannot be one ``torch.save`` wrote, from its first bytes
+    (``torch.save`` writes a zip archive, older versions a pickle); :obj:`None` when it may be.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = p.write_text("my notes")
+        >>> not_a_torch_file(p)
+        "a text file (it starts 'my notes'), not one torch.save wrote"
+    """
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:2] == b"PK" or head[:1] == b"\x80" or not head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a file torch.save wrote (it starts with the bytes {head[:8]!r})"
+    first = text.splitlines()[0][:24] if text.strip() else ""
+    return f"a text file (it starts {first!r}), not one torch.save wrote"
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a plain ``state_dict`` of tensors from ``path`` onto the CPU (``weights_only=True``).
 
@@ -64,11 +88,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path!r}")
+    why = not_a_torch_file(path)
+    if why is not None:
+        raise ValueError(f"pretrained weights {path}: not a state dict: {why}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path!r} is not a plain state dict readable with "
                          f"weights_only=True: {err}") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            AttributeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"pretrained weights {path}: not a state dict: the file is truncated or "
+                         f"corrupt ({first})") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path!r} does not hold a state dict of tensors "
                          f"(got {type(state).__name__})")
