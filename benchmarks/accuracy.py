@@ -1,18 +1,23 @@
-"""What each model adds on real data: every registered model under stgraph's two protocols.
+"""What each model adds on real data: every registered model under stgraph's protocols.
 
 DESIGN.md, "How stgraph compares models on real data". Single runs of 100 queries cannot
 separate models (one query is one point of rank-1), so:
 
-* **frozen**: the ImageNet EfficientNet-Lite0 backbone (last stride 1, 256 x 128, 16 x 8
-  maps) is run once per frame and per flip into a feature-map cache (``stgraph cache``);
-  each model's head trains from it (``stgraph train --feature-cache``) with several seeds;
-  the table gives the mean and standard deviation over seeds of rank-1, rank-5 and mAP.
+* **partial** (the default): the ImageNet EfficientNet-Lite0 backbone (last stride 1,
+  256 x 128) is run once per frame and per flip up to its head conv's input (320 x 16 x 8
+  maps) into a feature-map cache (``stgraph cache``, its default ``--cut``); each model
+  trains the backbone's tail (head conv + BN) and its head from it (``stgraph train
+  --feature-cache``) with several seeds, so every branch, the global one included, can
+  learn; the table gives the mean and standard deviation over seeds of rank-1, rank-5 and
+  mAP.
+* **frozen** (``--cut end``): the same, with the backbone's output maps cached and the
+  head alone trained (the backbone's global feature cannot learn).
 * **finetune**: the same backbone trained end to end with the recipe (flip, pad + crop,
   random erasing, backbone lr x 0.1), one seed, at ``--ft-height x --ft-width``.
 
-Each model is evaluated as ``stgraph train`` does (euclidean distance on the embedding)
-and with cosine distance (Bag of Tricks' test metric on the BNNeck feature; the
-checkpoint re-evaluated, kept in ``metrics_cosine.json``). Every run is one
+Each model is evaluated as ``stgraph train`` does (cosine distance, the default) and with
+euclidean distance (the checkpoint re-evaluated, kept in ``metrics_euclidean.json``; runs
+made before cosine became the default ranked by euclidean and keep ``metrics_cosine.json``). Every run is one
 ``stgraph train`` command (printed, and kept in the JSON), written to
 ``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
 run again, so the script can be stopped and resumed, and a row can be added later.
@@ -28,7 +33,8 @@ Usage (from the repository root)::
     stgraph cache --dataset prid2011 --root ../shared/data/cuhk03-pair1 \\
         --split-file ../shared/data/cuhk03-pair1/splits.json --split-id 0 \\
         --keypoints ../shared/data/cuhk03-pair1/keypoints.json --out CACHE
-    python benchmarks/accuracy.py --protocol frozen --cache CACHE
+    python benchmarks/accuracy.py --protocol partial --cache CACHE
+    python benchmarks/accuracy.py --protocol frozen --frozen-cache CACHE_END   # --cut end
     python benchmarks/accuracy.py --protocol finetune --models tp stgcn
     python benchmarks/accuracy.py --quick   # synthetic data, tiny sizes, a smoke test
 """
@@ -82,10 +88,11 @@ def data_args(args) -> list[str]:
     return out
 
 
-def cosine_metrics(out: Path, cache: str | None) -> dict:
-    """The run's checkpoint evaluated with cosine distance (Bag of Tricks' test metric on
-    the BNNeck feature), from the cache or from the frames; kept in ``metrics_cosine.json``."""
-    path = out / "metrics_cosine.json"
+def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
+    """The run's checkpoint evaluated with ``metric`` (the distance the run did not rank
+    by), from the cache (through its tail, at the cache's cut) or from the frames; kept in
+    ``metrics_<metric>.json``."""
+    path = out / f"metrics_{metric}.json"
     if path.is_file():
         return json.loads(path.read_text())
     from stgraph.cli import _load_dataset, load_checkpoint
@@ -95,16 +102,22 @@ def cosine_metrics(out: Path, cache: str | None) -> dict:
         from stgraph.cache import FeatureCache, FeatureMapHead, evaluate_cached
 
         fc = FeatureCache(cache)
-        metrics = evaluate_cached(FeatureMapHead(model, fc.image_size), fc, cfg["seq_len"],
-                                  metric="cosine", progress=False)
+        metrics = evaluate_cached(FeatureMapHead(model, fc.image_size, fc.cut), fc,
+                                  cfg["seq_len"], metric=metric, progress=False)
     else:
         from stgraph.engine import evaluate
 
         metrics = evaluate(model, _load_dataset(cfg["dataset"]), cfg["seq_len"], cfg["height"],
-                           cfg["width"], metric="cosine", progress=False)
+                           cfg["width"], metric=metric, progress=False)
     path.write_text(json.dumps(metrics))
     return metrics
 
+
+#: The protocols, in the order of the tables: the partial protocol (a cache cut inside the
+#: backbone, its tail trained with the head), the frozen one (cut "end"), fine-tuning.
+PROTOCOLS = ("partial", "frozen", "finetune")
+#: The cut of each cached protocol's feature cache.
+CUTS = {"partial": None, "frozen": "end"}  # None: the backbone's default cut
 
 #: What each run's entry in the JSON keeps (enough to rebuild its row with ``--merge``).
 KEPT = ("rank1", "rank5", "mAP", "cos_rank1", "cos_rank5", "cos_mAP", "parameters",
@@ -116,7 +129,7 @@ def load_earlier(paths: list[str]) -> dict[str, dict]:
     earlier = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
-        rows = {(protocol, r["model"]): r for protocol in ("frozen", "finetune")
+        rows = {(protocol, r["model"]): r for protocol in PROTOCOLS
                 for r in data.get(protocol, [])}
         for entry in data.get("commands", []):
             if "rank1" not in entry:
@@ -134,8 +147,9 @@ def load_earlier(paths: list[str]) -> dict[str, dict]:
 
 def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None,
             run: bool = True, earlier: dict[str, dict] | None = None) -> dict | None:
-    """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics,
-    with the cosine-distance figures as ``cos_rank1`` ... ``cos_mAP``.
+    """Run ``stgraph train`` (unless ``out/metrics.json`` exists) and return its metrics:
+    the euclidean figures as ``rank1`` ... ``mAP``, the cosine ones as ``cos_rank1`` ...
+    ``cos_mAP`` (the run ranks by one, :func:`reevaluate` gives the other).
 
     A run absent here but recorded with the same command in ``earlier`` (``--merge``) is
     taken from there, marked with the file it came from."""
@@ -163,7 +177,11 @@ def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None
         entry["reused"] = True
     recorded.write_text(entry["command"])
     metrics = json.loads(metrics_file.read_text())
-    cos = cosine_metrics(out, cache)
+    ranked = metrics.get("metric", "euclidean")  # runs before cosine became the default
+    other = reevaluate(out, cache, "euclidean" if ranked == "cosine" else "cosine")
+    own = dict(metrics)  # (metrics is updated below)
+    euc, cos = (own, other) if ranked == "euclidean" else (other, own)
+    metrics.update({k: euc[k] for k in ("rank1", "rank5", "mAP")})
     metrics.update({f"cos_{k}": cos[k] for k in ("rank1", "rank5", "mAP")})
     entry.update({k: metrics[k] for k in KEPT if k in metrics})
     log.append(entry)
@@ -221,14 +239,17 @@ def table(title: str, rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--protocol", choices=["frozen", "finetune", "both"], default="frozen")
+    p.add_argument("--protocol", choices=[*PROTOCOLS, "all"], default="partial")
     p.add_argument("--models", nargs="+", default=None,
                    help="registry names or LABEL=NAME:FLAGS (default: every registered model)")
     p.add_argument("--root", default=str(CUHK03), help="PRID-2011-layout dataset root")
     p.add_argument("--split-file", help="split json (default ROOT/splits.json)")
     p.add_argument("--split-id", type=int, default=0)
     p.add_argument("--keypoints", help="COCO keypoint file (default ROOT/keypoints.json if any)")
-    p.add_argument("--cache", help="feature cache of the dataset (frozen protocol)")
+    p.add_argument("--cache", help="feature cache of the dataset at the default cut (partial "
+                                   "protocol; default: built under --runs)")
+    p.add_argument("--frozen-cache", help="feature cache made with --cut end (frozen "
+                                          "protocol; default: built under --runs)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--epochs", type=int, default=20, help="frozen protocol epochs")
     p.add_argument("--seq-len", type=int, default=4)
@@ -267,22 +288,33 @@ def main(argv: list[str] | None = None) -> dict:
               "--backbone", "efficientnet_lite0", "--pretrained", "imagenet"]
     runs = Path(args.runs)
     earlier = load_earlier(args.merge)
-    results = {"machine": machine(), "dataset": data_args(args), "frozen": [], "finetune": [],
-               "commands": []}
-    if args.protocol in ("frozen", "both"):
-        cache = args.cache
+    results = {"machine": machine(), "dataset": data_args(args), "partial": [], "frozen": [],
+               "finetune": [], "commands": []}
+    cached = [p for p in ("partial", "frozen") if args.protocol in (p, "all")]
+    for protocol in cached:
+        cache = args.cache if protocol == "partial" else args.frozen_cache
         if cache is None:  # the script's own cache (built unless --no-run)
-            cache = str(runs / "cache")
+            cut = CUTS[protocol]
+            cache = str(runs / ("cache" if cut == "end" else "cache-partial"))
             if not args.no_run and not (Path(cache) / "manifest.json").is_file():
                 cmd = ["cache", *data_args(args), "--height", str(height), "--width",
-                       str(width), "--out", cache, "--no-progress"]
+                       str(width), "--out", cache, "--no-progress",
+                       *(["--cut", cut] if cut else [])]
                 print(f"$ stgraph {shlex.join(cmd)}", flush=True)
                 if stgraph(cmd) != 0:
                     raise SystemExit("building the feature cache failed")
+        if (Path(cache) / "manifest.json").is_file():
+            from stgraph.cache import FeatureCache
+
+            have = FeatureCache(cache).cut
+            if (have == "end") != (protocol == "frozen"):
+                raise SystemExit(f"{cache} holds maps at cut {have!r}: not a cache of the "
+                                 f"{protocol} protocol (frozen: --cut end; partial: a cut "
+                                 "inside the backbone)")
         for label, name, flags in models:
             per_seed = []
             for seed in args.seeds:
-                out = runs / "frozen" / label / f"seed{seed}"
+                out = runs / protocol / label / f"seed{seed}"
                 cmd = ["train", "--model", name, *data_args(args), *common, *flags,
                        "--height", str(height), "--width", str(width),
                        "--epochs", str(args.epochs), "--seed", str(seed),
@@ -291,8 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
                                         run=not args.no_run, earlier=earlier))
             per_seed = [m for m in per_seed if m is not None]
             if per_seed:
-                results["frozen"].append(summarise(label, per_seed))
-    if args.protocol in ("finetune", "both"):
+                results[protocol].append(summarise(label, per_seed))
+    if args.protocol in ("finetune", "all"):
         for label, name, flags in models:
             out = runs / "finetune" / label / f"seed{args.ft_seed}"
             cmd = ["train", "--model", name, *data_args(args), *common, *flags,
@@ -303,9 +335,13 @@ def main(argv: list[str] | None = None) -> dict:
                               earlier=earlier)
             if metrics is not None:
                 results["finetune"].append(summarise(label, [metrics]))
+    if results["partial"]:
+        print(table(f"Partial protocol: Lite0 ImageNet cut at the head conv's input, tail "
+                    f"trained, {height} x {width}, {args.epochs} epochs, seeds {args.seeds}",
+                    results["partial"]))
     if results["frozen"]:
-        print(table(f"Frozen protocol: Lite0 ImageNet, {height} x {width}, {args.epochs} "
-                    f"epochs, seeds {args.seeds}", results["frozen"]))
+        print(table(f"Frozen protocol (cut end): Lite0 ImageNet, {height} x {width}, "
+                    f"{args.epochs} epochs, seeds {args.seeds}", results["frozen"]))
     if results["finetune"]:
         print(table(f"Fine-tune protocol: Lite0 ImageNet, {args.ft_height} x {args.ft_width}, "
                     f"{args.ft_epochs} epochs, seed {args.ft_seed}", results["finetune"]))

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_ckpt = []
     for path in args.checkpoints:
         model, cfg = load_checkpoint(path)
-        head = FeatureMapHead(model, cache.image_size)
+        head = FeatureMapHead(model, cache.image_size, cache.cut)
         cos: dict[str, float] = {}
         q = branch_features(head, cache, cache.query, cfg["seq_len"], global_cosine=cos)
         g = branch_features(head, cache, cache.gallery, cfg["seq_len"])

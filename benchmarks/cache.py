@@ -1,9 +1,12 @@
-"""The frozen protocol's costs: building the feature-map cache and training heads from it.
+"""The cached protocols' costs: building the feature-map cache and training from it.
 
-Issue 11's targets, on the 2-core CPU: the cuhk03-pair1 cache at 256 x 128 (EfficientNet-
-Lite0, ImageNet weights, last stride 1, every frame and its mirror image) built in at most
-15 minutes; one epoch of the STGCN head from the cache in at most 30 s; the training
-process's resident memory bounded (the cache is read, not loaded whole).
+Targets on the 2-core CPU, cuhk03-pair1 at 256 x 128 (EfficientNet-Lite0, ImageNet weights,
+last stride 1, every frame and its mirror image): issue 20's partial protocol (``--cut``
+default: the head conv's input, 320 x 16 x 8 maps; the tail trains with the head): the
+cache built in at most 15 minutes and at most 2 GB on disk, one STGCN epoch in at most
+60 s and one TP epoch in at most 30 s; issue 11's frozen one (``--cut end``): one STGCN
+head epoch in at most 30 s; both: the training process's resident memory bounded (the
+cache is read, not loaded whole).
 
 Measured:
 * the build (``stgraph.cache.build_feature_cache``): seconds, frames, size on disk, and the
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-instances", type=int, default=2)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cut", default=None,
+                   help="where the maps are taken (default: an existing --cache's cut, else "
+                        "the backbone's default cut, the partial protocol; 'end': frozen)")
     p.add_argument("--quick", action="store_true", help="synthetic data, 64 x 32, a smoke test")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cache.json"))
     args = p.parse_args(argv)
@@ -91,7 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out == p.get_default("out"):
             args.out = str(Path(tempfile.gettempdir()) / "stgraph-bench-cache.json")
     data_cfg = _dataset_config(args)
-    settings = cache_settings(data_cfg, args.backbone, "imagenet", 1, args.height, args.width)
+    cut = args.cut
+    if cut is None:
+        cut = (FeatureCache(args.cache).cut if args.cache else
+               build_backbone(args.backbone).default_cut)
+    settings = cache_settings(data_cfg, args.backbone, "imagenet", 1, args.height, args.width,
+                              cut)
 
     results = {"machine": machine(), "settings": settings, "build": None, "epochs": []}
     tmp = None
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = create_model(name, num_classes=cache.num_train_pids, backbone=args.backbone,
                              seq_len=args.seq_len) if name == "stgcn" else create_model(
             name, num_classes=cache.num_train_pids, backbone=args.backbone)
-        head = FeatureMapHead(model, cache.image_size)
+        head = FeatureMapHead(model, cache.image_size, cache.cut)
         loader = make_cached_train_loader(cache, args.seq_len, args.batch_ids,
                                           args.batch_instances, workers=args.workers,
                                           keypoints=takes_keypoints(model))
@@ -137,19 +148,20 @@ def main(argv: list[str] | None = None) -> dict:
         results["epochs"].append({
             "model": name, "seconds": seconds, "batches": len(loader), "clips": clips,
             "peak_rss_mb": _peak_rss_mb(), "read_gib": read / 2**30,
-            "head_parameters": sum(p.numel() for p in head.parameters() if p.requires_grad),
+            "trained_parameters": sum(p.numel() for p in head.parameters() if p.requires_grad),
         })
 
     b = results["build"]
-    print(f"cache: {b['frames']} frames x 2 flips, maps {tuple(b['map_shape'])} float16, "
+    print(f"cache at cut {cut!r}: {b['frames']} frames x 2 flips, maps "
+          f"{tuple(b['map_shape'])} float16, "
           f"{b['maps_gib']:.2f} GiB; built in {b['seconds']:.0f} s ({b['measured']})"
           + (f", peak RSS {b['peak_rss_mb']:.0f} MiB" if "peak_rss_mb" in b else ""))
     print(f"{'model':<8} | {'s/epoch':>8} | {'batches':>7} | {'read GiB':>8} | "
-          f"{'peak RSS MiB':>12} | {'head params':>11}")
+          f"{'peak RSS MiB':>12} | {'trained params':>14}")
     print("-" * 70)
     for e in results["epochs"]:
         print(f"{e['model']:<8} | {e['seconds']:8.1f} | {e['batches']:7d} | "
-              f"{e['read_gib']:8.2f} | {e['peak_rss_mb']:12.0f} | {e['head_parameters']:11,d}")
+              f"{e['read_gib']:8.2f} | {e['peak_rss_mb']:12.0f} | {e['trained_parameters']:14,d}")
     save_results(Path(args.out), results)
     if tmp is not None:
         tmp.cleanup()

@@ -69,7 +69,7 @@ def _abs(path: str | os.PathLike | None) -> str | None:
 
 
 def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_stride: int,
-                   height: int, width: int) -> dict:
+                   height: int, width: int, cut: str = "end") -> dict:
     """The settings a cache is made with, in the form :meth:`FeatureCache.check` compares.
 
     Paths (the dataset's ``root``, ``split_file``, ``keypoints`` and a ``pretrained``
@@ -83,12 +83,16 @@ def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_st
         pretrained (str, optional): ``"imagenet"``, a weights file, or :obj:`None`.
         last_stride (int): the backbone's last stride.
         height, width (int): frame size in pixels after resizing.
+        cut (str): where in the backbone the maps are taken
+            (:mod:`~stgraph.models.backbones.cut`): ``"end"`` its output (the frozen
+            protocol), or a named point inside it, after which the backbone's tail trains
+            with the head (the partial protocol). (default: ``"end"``)
 
     Returns:
         dict with keys ``dataset``, ``backbone``, ``input_norm`` (the backbone's input
         normalisation, :func:`~stgraph.models.backbones.backbone_input_norm`: a cache
         made before EfficientNet-Lite mapped its input is refused), ``pretrained``,
-        ``last_stride``, ``height``, ``width``.
+        ``last_stride``, ``height``, ``width``, ``cut``.
     """
     data = {k: (_abs(v) if k in ("root", "split_file", "keypoints") else v)
             for k, v in dataset.items()}
@@ -98,7 +102,8 @@ def cache_settings(dataset: dict, backbone: str, pretrained: str | None, last_st
         pretrained = _abs(pretrained)
     return {"dataset": data, "backbone": backbone,
             "input_norm": backbone_input_norm(backbone), "pretrained": pretrained,
-            "last_stride": int(last_stride), "height": int(height), "width": int(width)}
+            "last_stride": int(last_stride), "height": int(height), "width": int(width),
+            "cut": cut}
 
 
 @dataclass(frozen=True)
@@ -187,12 +192,14 @@ def build_feature_cache(dataset: VideoReIDDataset, backbone: nn.Module, out: str
     if not rows:
         raise ValueError(f"{dataset.name} has no frames to cache")
     keys = list(rows)
+    cut = settings.get("cut", "end")
+    stem = backbone.forward if cut == "end" else (lambda x: backbone.forward_to(x, cut))
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval().to(device, memory_format=torch.channels_last)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        probe = backbone(torch.zeros(1, 3, height, width, device=device))
+        probe = stem(torch.zeros(1, 3, height, width, device=device))
         shape = (2, len(keys), *probe.shape[1:])  # (2, F, C, h, w)
         maps = np.lib.format.open_memmap(out / _MAPS, mode="w+", dtype=np.float16, shape=shape)
         keypoints = np.zeros((2, len(keys), 17, 3), dtype=np.float32)
@@ -204,7 +211,7 @@ def build_feature_cache(dataset: VideoReIDDataset, backbone: nn.Module, out: str
         for x, kp in tqdm(loader, desc="caching feature maps", unit="batch", disable=not progress):
             n = x.size(0)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            f = backbone(torch.cat([x, x.flip(-1)])).to(torch.float16).cpu()  # (2n, C, h, w)
+            f = stem(torch.cat([x, x.flip(-1)])).to(torch.float16).cpu()  # (2n, C, h, w)
             maps[0, start:start + n] = f[:n].numpy()
             maps[1, start:start + n] = f[n:].numpy()
             keypoints[0, start:start + n] = kp.numpy()
@@ -309,6 +316,12 @@ class FeatureCache:
             os.close(self._fd)
 
     @property
+    def cut(self) -> str:
+        """Where in the backbone the maps were taken (``"end"``: its output; a cache made
+        before cuts existed is one)."""
+        return self.settings.get("cut", "end")
+
+    @property
     def image_size(self) -> tuple[int, int]:
         """``(height, width)`` of the frames in pixels."""
         return self.settings["height"], self.settings["width"]
@@ -328,8 +341,9 @@ class FeatureCache:
             ValueError: the message names every setting that differs, with both values.
         """
         diffs = []
-        for key in sorted(set(settings) | set(self.settings)):
-            ours, theirs = self.settings.get(key), settings.get(key)
+        mine = {**self.settings, "cut": self.cut}
+        for key in sorted(set(settings) | set(mine)):
+            ours, theirs = mine.get(key), settings.get(key)
             if isinstance(ours, dict) and isinstance(theirs, dict):
                 diffs += [f"{key}.{k}: cache {ours.get(k)!r}, run {theirs.get(k)!r}"
                           for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
@@ -488,29 +502,57 @@ class FeatureMapHead(nn.Module):
     keypoints (in pixels of the ``image_size`` frames) become heatmaps on the
     maps' grid first (``model.heatmaps``). The model, backbone included, is a
     submodule, so its ``state_dict`` (under ``model.``) and a checkpoint of
-    ``head.model`` are those of the full model; the backbone is frozen
-    (``requires_grad=False``) and never run.
+    ``head.model`` are those of the full model.
+
+    With ``cut="end"`` (maps of the backbone's output: the frozen protocol) the backbone
+    is frozen (``requires_grad=False``) and never run. With a cut inside the backbone
+    (the partial protocol, :mod:`~stgraph.models.backbones.cut`) the maps are those at
+    the cut: the backbone's tail (``backbone.forward_from``) runs on them first and trains
+    with the head (in train mode its batch norms update); the part before the cut is
+    frozen. The optimiser finds the backbone at :attr:`backbone` (its
+    ``--backbone-lr-mult`` group).
 
     Args:
         model (nn.Module): a registered model (``forward_head``, ``backbone``).
         image_size ((int, int)): frame height and width in pixels of the cache.
+        cut (str): where the maps were taken (:attr:`FeatureCache.cut`). (default: ``"end"``)
+
+    Raises:
+        ValueError: a ``cut`` the backbone does not have.
 
     Shapes:
         - **input:** maps :math:`(B, T, C, h, w)`; optional ``keypoints`` :math:`(B, T, 17, 3)`
         - **output:** the model's output dict.
     """
 
-    def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
+    def __init__(self, model: nn.Module, image_size: tuple[int, int], cut: str = "end") -> None:
         super().__init__()
         self.model = model
         self.image_size = tuple(int(s) for s in image_size)
         self.input_keys = tuple(getattr(model, "input_keys", ()))
+        self.cut = cut
+        tail = set()
+        if cut != "end":
+            if not hasattr(model.backbone, "check_cut"):
+                raise ValueError(f"backbone {type(model.backbone).__name__} has no cut points; "
+                                 "use a cache made with --cut end")
+            model.backbone.check_cut(cut)
+            tail = {id(p) for p in model.backbone.tail_parameters(cut)}
         for p in model.backbone.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(id(p) in tail)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The model's backbone (for :func:`~stgraph.engine.build_optimizer`'s groups)."""
+        return self.model.backbone
 
     def forward(self, maps: Tensor, keypoints: Tensor | None = None):
         if maps.dim() != 5:
             raise ValueError(f"expected feature maps (B, T, C, h, w), got {tuple(maps.shape)}")
+        if self.cut != "end":
+            B, T = maps.shape[:2]
+            out = self.model.backbone.forward_from(maps.flatten(0, 1), self.cut)
+            maps = out.reshape(B, T, *out.shape[1:])
         if "keypoints" in self.input_keys:
             B, T = maps.shape[:2]
             heatmaps = self.model.heatmaps(keypoints, B, T, self.image_size,
@@ -537,7 +579,7 @@ def make_cached_train_loader(cache: FeatureCache, seq_len: int, batch_ids: int,
 
 def evaluate_cached(head: FeatureMapHead, cache: FeatureCache, seq_len: int,
                     batch_size: int = 32, device: str | torch.device = "cpu",
-                    metric: str = "euclidean", pool: str = "mean", workers: int = 0,
+                    metric: str = "cosine", pool: str = "mean", workers: int = 0,
                     progress: bool = True, ranks: Sequence[int] = (1, 5, 10, 20),
                     protocol: str = "torchreid", rerank: bool = False) -> dict:
     """Query/gallery evaluation from cached maps: :func:`stgraph.engine.evaluate` on a cache.

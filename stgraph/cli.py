@@ -257,10 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(t)
 
     t.add_argument("--feature-cache", metavar="DIR",
-                   help="train the head only, on the backbone maps cached in DIR by "
-                        "'stgraph cache' (the frozen protocol); the cache must have been made "
-                        "with this run's dataset, --backbone, --pretrained, --last-stride, "
-                        "--height and --width")
+                   help="train from the backbone maps cached in DIR by 'stgraph cache': "
+                        "with a cache cut inside the backbone (the partial protocol) the "
+                        "backbone's tail after the cut trains with the head at "
+                        "--backbone-lr-mult; with --cut end (the frozen protocol) the head "
+                        "alone. The cache must have been made with this run's dataset, "
+                        "--backbone, --pretrained, --last-stride, --height and --width")
+    t.add_argument("--cut", default=None,
+                   help="with --feature-cache: the cut the cache must have (default: the "
+                        "cache's own); a cache made at another cut is refused")
 
     c = add("cache", help="run a frozen backbone once over every frame (and its "
                                      "mirror image) and store the maps for 'train "
@@ -274,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stride of the backbone's last stage")
     c.add_argument("--height", type=_POSITIVE, default=256, help="input height in pixels")
     c.add_argument("--width", type=_POSITIVE, default=128, help="input width in pixels")
+    c.add_argument("--cut", default=None,
+                   help="where in the backbone to take the maps: 'end' (its output, the "
+                        "frozen protocol) or a point inside it, after which 'train "
+                        "--feature-cache' trains the backbone's tail (the partial protocol): "
+                        "resnets: layer4 (default), layer3; efficientnet_lite: head "
+                        "(default: the head conv's input), last_stage")
     c.add_argument("--out", required=True, help="cache folder")
     c.add_argument("--batch", type=_POSITIVE, default=32, help="frames per backbone call")
     c.add_argument("--workers", type=_NON_NEGATIVE, default=1, help="frame reader processes")
@@ -316,8 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
-                   help="distance between tracklet features")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"],
+                   help="distance between tracklet features (default cosine: higher mAP "
+                        "than euclidean in all 11 rows of docs/results.md's frozen table, "
+                        "higher rank-1 in 9; fast-reid's test default, and Bag of Tricks "
+                        "normalises the features before ranking)")
     p.add_argument("--pool", default="mean", choices=["mean", "max"],
                    help="pooling of clip features per tracklet")
     p.add_argument("--test-batch", type=_POSITIVE, default=32, help="clips per test batch")
@@ -675,6 +689,9 @@ def _train_process(args: argparse.Namespace, device: torch.device) -> int:
                          "of the number of processes")
     out_dir = Path(args.output).absolute()
     _check_output(out_dir)
+    if args.cut is not None and not args.feature_cache:
+        raise ValueError("--cut is a setting of --feature-cache (the cut its maps were taken "
+                         "at); without a cache the whole backbone runs")
     if args.feature_cache and args.check_data:
         raise ValueError("--check-data reads the frames; with --feature-cache training reads "
                          "the cache only (check the frames with 'stgraph cache')")
@@ -688,10 +705,16 @@ def _train_process(args: argparse.Namespace, device: torch.device) -> int:
             run_cfg.pop("keypoints", None)
             if "keypoints" in cache.settings["dataset"]:
                 run_cfg["keypoints"] = cache.settings["dataset"]["keypoints"]
+        if args.cut is not None and args.cut != cache.cut:
+            raise ValueError(f"--cut {args.cut}: feature cache {cache.root} holds the maps at "
+                             f"cut {cache.cut!r}; build a cache at --cut {args.cut} or leave "
+                             "--cut out")
         cache.check(cache_settings(run_cfg, args.backbone, args.pretrained, args.last_stride,
-                                   args.height, args.width))
+                                   args.height, args.width, cache.cut))
         num_classes = cache.num_train_pids
-        print(f"training the head on {cache}")
+        what = ("the head" if cache.cut == "end" else
+                f"the backbone after cut {cache.cut!r} and the head")
+        print(f"training {what} on {cache}")
     else:
         # validates root / split file before anything is written
         dataset = _load_dataset(data_cfg, args.protocol)
@@ -781,7 +804,7 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
     if cache is not None:
         from stgraph.cache import FeatureMapHead, evaluate_cached, make_cached_train_loader
 
-        net = FeatureMapHead(model, cache.image_size)
+        net = FeatureMapHead(model, cache.image_size, cache.cut)
         loader = make_cached_train_loader(cache, args.seq_len, args.batch_ids,
                                           args.batch_instances, seed=args.seed,
                                           workers=args.workers, keypoints=keypoints,
@@ -950,15 +973,17 @@ def _cache(args: argparse.Namespace) -> int:
     data_cfg = _dataset_config(args)
     dataset = _load_dataset(data_cfg, args.protocol)
     print(dataset.summary())  # not hidden by --no-progress
-    settings = cache_settings(_with_protocol(data_cfg, args.protocol), args.backbone,
-                              args.pretrained, args.last_stride, args.height, args.width)
     backbone = build_backbone(args.backbone, last_stride=args.last_stride,
                               pretrained=args.pretrained)
+    cut = backbone.default_cut if args.cut is None else backbone.check_cut(args.cut)
+    settings = cache_settings(_with_protocol(data_cfg, args.protocol), args.backbone,
+                              args.pretrained, args.last_stride, args.height, args.width, cut)
     cache = build_feature_cache(dataset, backbone, args.out, settings, batch_size=args.batch,
                                 workers=args.workers, device=_device(args.device),
                                 progress=_bars(args), overwrite=args.overwrite)
     size = os.path.getsize(Path(args.out) / "maps.npy") / 2**30
-    print(f"wrote {cache}: {cache.shape[1]} frames x 2 flips, {size:.2f} GiB, "
+    print(f"wrote {cache}: {cache.shape[1]} frames x 2 flips at cut {cut!r} "
+          f"({cache.shape[2]} channels, {cache.shape[3]} x {cache.shape[4]}), {size:.2f} GiB, "
           f"{cache.seconds:.0f} s")
     return 0
 

@@ -164,7 +164,8 @@ def add_rank_parser(subparsers) -> argparse.ArgumentParser:
                                            "the ids are known")
     p.add_argument("--query", required=True, help="query features (.npz)")
     p.add_argument("--gallery", required=True, help="gallery features (.npz)")
-    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"],
+                   help="distance between the features (default cosine, as 'stgraph train')")
     p.add_argument("--top", type=int, default=10, help="gallery tracklets listed per query")
     p.add_argument("--max-queries", type=int, default=20,
                    help="queries whose ranking is printed (0: all)")

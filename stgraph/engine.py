@@ -234,7 +234,7 @@ def _local_features(model, dataset, tracklets, seq_len, height, width, batch_siz
 
 
 def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
-             batch_size: int = 32, device: str | torch.device = "cpu", metric: str = "euclidean",
+             batch_size: int = 32, device: str | torch.device = "cpu", metric: str = "cosine",
              pool: str = "mean", workers: int = 0, progress: bool = True,
              ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
              rerank: bool = False, return_distances: bool = False):
@@ -267,7 +267,7 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
                          protocol=protocol, rerank=rerank, return_distances=return_distances)
 
 
-def rank_features(qf, gf, query, gallery, metric: str = "euclidean",
+def rank_features(qf, gf, query, gallery, metric: str = "cosine",
                   ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
                   rerank: bool = False, return_distances: bool = False):
     """CMC and mAP of query features ``qf (Q, D)`` against gallery features ``gf (G, D)``.
@@ -295,6 +295,7 @@ def rank_features(qf, gf, query, gallery, metric: str = "euclidean",
         num_valid_queries=int(result["num_valid_queries"]),
         protocol=protocol,
         rerank=bool(rerank),
+        metric=metric,
     )
     return (metrics, distmat) if return_distances else metrics
 

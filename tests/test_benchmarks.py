@@ -138,9 +138,18 @@ def test_cache_quick(tmp_path, capsys):
     assert [e["model"] for e in saved["epochs"]] == ["tp", "stgcn"]
     for e in res["epochs"]:
         assert e["seconds"] > 0 and e["batches"] > 0 and e["peak_rss_mb"] > 0
-    # the frozen backbone trains nothing: TP's head is its BNNeck
-    assert res["epochs"][0]["head_parameters"] < res["epochs"][1]["head_parameters"]
-    assert "s/epoch" in capsys.readouterr().out
+    # the partial protocol (the default cut): the backbone's tail (Lite0's head conv and
+    # its BN) trains with the head, whose size differs between TP and STGCN
+    assert saved["settings"]["cut"] == "head" and res["build"]["map_shape"][0] == 320
+    tail = 320 * 1280 + 2 * 1280
+    assert res["epochs"][0]["trained_parameters"] > tail
+    assert res["epochs"][0]["trained_parameters"] < res["epochs"][1]["trained_parameters"]
+    assert "cache at cut 'head'" in capsys.readouterr().out
+    frozen = _load("cache").main(["--quick", "--models", "tp", "--threads", "1", "--cut",
+                                  "end", "--out", str(tmp_path / "end.json")])
+    assert frozen["build"]["map_shape"][0] == 1280  # the frozen backbone trains nothing
+    assert frozen["epochs"][0]["trained_parameters"] == res["epochs"][0][
+        "trained_parameters"] - tail
 
 
 def test_ctl_diagnostics_quick(tmp_path):
@@ -167,25 +176,33 @@ def test_accuracy_quick(capsys, tmp_path):
     args = ["--quick", "--models", "tp", "stgcn", "--seeds", "0", "1", "--runs",
             str(tmp_path / "runs")]
     res = accuracy.main([*args, "--out", str(first)])
-    rows = {r["model"]: r for r in res["frozen"]}
+    rows = {r["model"]: r for r in res["partial"]}  # the default protocol
     assert set(rows) == {"tp", "stgcn"} and rows["tp"]["seeds"] == 2
     for r in rows.values():
         ranks = [s["rank1"] for s in r["per_seed"]]
         assert r["rank1"] == pytest.approx(100 * sum(ranks) / len(ranks))
         assert 0 <= r["rank1"] <= r["rank5"] <= 100
-    # the frozen backbone is not trained: STGCN's head has more trainable parameters than TP's
+    # the same tail trains in both: STGCN's head has more trainable parameters than TP's
     assert rows["stgcn"]["trainable_parameters"] > rows["tp"]["trainable_parameters"]
+    # runs rank by cosine (the default) and are re-evaluated with euclidean
+    run0 = tmp_path / "runs" / "partial" / "tp" / "seed0"
+    assert json.loads((run0 / "metrics.json").read_text())["metric"] == "cosine"
+    assert (run0 / "metrics_euclidean.json").is_file()
+    assert rows["tp"]["cos_rank1"] == pytest.approx(100 * json.loads(
+        (tmp_path / "runs" / "partial" / "tp" / "seed0" / "metrics.json").read_text())[
+        "rank1"] / 2 + 100 * json.loads((tmp_path / "runs" / "partial" / "tp" / "seed1" /
+                                          "metrics.json").read_text())["rank1"] / 2)
     assert all(c["command"].startswith("stgraph train --model") for c in res["commands"])
     assert "--feature-cache" in res["commands"][0]["command"]
     assert "| tp | 2 |" in capsys.readouterr().out
     # --merge: a run whose folder is gone is taken from the earlier JSON, by its command
-    gone = tmp_path / "runs" / "frozen" / "stgcn" / "seed1" / "metrics.json"
+    gone = tmp_path / "runs" / "partial" / "stgcn" / "seed1" / "metrics.json"
     gone.unlink()
     assert accuracy.main([*args, "--no-run", "--out", str(tmp_path / "a.json")])[
-        "frozen"][1]["seeds"] == 1
+        "partial"][1]["seeds"] == 1
     merged = accuracy.main([*args, "--no-run", "--merge", str(first),
                             "--out", str(tmp_path / "b.json")])
-    stgcn = {r["model"]: r for r in merged["frozen"]}["stgcn"]
+    stgcn = {r["model"]: r for r in merged["partial"]}["stgcn"]
     assert stgcn["seeds"] == 2 and stgcn["rank1"] == pytest.approx(rows["stgcn"]["rank1"])
     assert stgcn["mAP"] == pytest.approx(rows["stgcn"]["mAP"])
     sources = [c.get("from") for c in merged["commands"]]
@@ -227,7 +244,8 @@ def test_branches_on_an_untrained_stgcn(tmp_path):
             out.append(cache.read(rows)[0].mean(dim=(2, 3)).mean(dim=0))
         return torch.stack(out)
 
-    want = rank_features(gap(cache.query), gap(cache.gallery), cache.query, cache.gallery)
+    want = rank_features(gap(cache.query), gap(cache.gallery), cache.query, cache.gallery,
+                         metric="euclidean")
     assert row["global/euclidean"]["mAP"] == pytest.approx(100 * want["mAP"], abs=1e-3)
     # the global branch is itself; STGCN's graph branches are other features
     cos = row["global_cosine"]
@@ -250,3 +268,19 @@ def test_inference_quick(tmp_path, capsys):
         assert r["tracklets_per_s"] == pytest.approx(r["tracklets"] / r["seconds"])
     assert 0 <= ort["max_abs_diff"] < 1e-4
     assert "max |onnx - eager|" in capsys.readouterr().out
+
+
+def test_gpu_script_quick_runs_every_step_on_the_cpu(tmp_path):
+    """``bash benchmarks/gpu.sh --quick``: the GPU script's steps (kernel tests, the three
+    --device benchmarks, the three fine-tunes, the JSON summary) as a CPU smoke test."""
+    import subprocess
+
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu.sh"), "--quick"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for step in ("kernel tests", "layers.py --device cpu", "models.py --device cpu",
+                 "profile_heads.py --device cpu", "fine-tune tp", "fine-tune stgcn",
+                 "fine-tune ctl", "done: JSON in"):
+        assert step in out, step
+    assert out.count("rank-1") >= 3 and "s/epoch" in out

@@ -180,8 +180,8 @@ def test_cli_cache_then_train_the_head_above_chance(tmp_path, capsys, train_seed
     out = tmp_path / "cache"
     assert main(["cache", "--dataset", "synthetic", "--backbone", "efficientnet_lite0",
                  "--height", str(H), "--width", str(W), "--out", str(out), "--workers", "0",
-                 "--no-progress"]) == 0
-    assert "frames x 2 flips" in capsys.readouterr().out
+                 "--no-progress", "--cut", "end"]) == 0
+    assert "frames x 2 flips at cut 'end' (1280 channels, 4 x 2)" in capsys.readouterr().out
     args = ["train", "--model", "stgcn", "--dataset", "synthetic", "--backbone",
             "efficientnet_lite0", "--pretrained", "imagenet", "--height", str(H), "--width",
             str(W), "--seq-len", "4", "--epochs", "4", "--batch-ids", "8",
@@ -229,3 +229,83 @@ def test_a_cache_without_the_backbones_input_normalisation_is_refused(cache):
             cache.check(ok)
     finally:
         cache.settings["input_norm"] = "imagenet"
+
+
+@pytest.fixture(scope="module")
+def cut_cache(data, backbone, tmp_path_factory):
+    settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, H, W, cut="layer4")
+    out = tmp_path_factory.mktemp("cut_cache")
+    return build_feature_cache(data, backbone, out, settings, batch_size=5, progress=False)
+
+
+def test_a_cache_cut_inside_the_backbone_trains_its_tail(data, cut_cache, backbone):
+    assert cut_cache.cut == "layer4" and cut_cache.shape[2] == 256  # layer4's input
+    torch.manual_seed(0)
+    model = create_model("tp", num_classes=data.num_train_pids, backbone="resnet18")
+    model.backbone.load_state_dict(backbone.state_dict())
+    head = FeatureMapHead(model, cut_cache.image_size, cut_cache.cut).eval()
+    # the tail on the cached maps gives the model's embedding on the frames (float16 maps)
+    maps, _ = cut_cache.read(cut_cache.query[0].rows[:3])
+    clip, _ = load_clip_with_keypoints(data, data.query[0].frames[:3], H, W)
+    with torch.no_grad():
+        want = model(clip[None])["embedding"]
+        got = head(maps.float()[None])["embedding"]
+    torch.testing.assert_close(got, want, atol=5e-2, rtol=1e-2)
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert any(n.startswith("model.backbone.layer4.") for n in trainable)
+    assert not any(n.startswith(("model.backbone.layer3.", "model.backbone.conv1"))
+                   for n in trainable)
+    # the optimiser puts the tail in the backbone group (--backbone-lr-mult)
+    from stgraph.engine import build_optimizer
+
+    opt = build_optimizer(head, 1e-3, backbone_lr_mult=0.1)
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs == pytest.approx([1e-4, 1e-3])
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == sum(
+        p.numel() for p in model.backbone.layer4.parameters())
+
+
+def test_a_run_at_another_cut_is_refused_naming_it(cut_cache, cache):
+    settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, H, W)
+    with pytest.raises(ValueError, match=r"cut: cache 'layer4', run 'end'"):
+        cut_cache.check(settings)
+    cache.check(settings)  # a cache made without a cut is the frozen protocol's ("end")
+    assert cache.cut == "end"
+
+
+@pytest.mark.slow
+def test_cli_partial_protocol_trains_the_backbone_tail_from_the_cache(tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert main(["cache", "--dataset", "synthetic", "--backbone", "efficientnet_lite0",
+                 "--height", str(H), "--width", str(W), "--out", str(out), "--workers", "0",
+                 "--no-progress"]) == 0  # the default cut: the head conv's input
+    assert "at cut 'head' (320 channels, 4 x 2)" in capsys.readouterr().out
+    assert FeatureCache(out).cut == "head"
+    args = ["train", "--model", "tp", "--dataset", "synthetic", "--backbone",
+            "efficientnet_lite0", "--pretrained", "imagenet", "--height", str(H), "--width",
+            str(W), "--seq-len", "4", "--epochs", "2", "--batch-ids", "8",
+            "--batch-instances", "2", "--workers", "0", "--no-progress",
+            "--feature-cache", str(out), "--output", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert "training the backbone after cut 'head' and the head" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # TP's head is its BNNeck (BN weight, its bias frozen as in Bag of Tricks, and the
+    # classifier); what trains besides is the head conv (320 x 1280) and its BN
+    neck = 1280 + 1280 * 64
+    assert metrics["trainable_parameters"] == 320 * 1280 + 2 * 1280 + neck
+    # the checkpoint is the whole model: on frames it ranks as it did from the cache
+    from stgraph.cli import load_checkpoint
+
+    trained, cfg = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    packaged = build_backbone("efficientnet_lite0", pretrained="imagenet")
+    assert not torch.equal(trained.backbone._conv_head.weight, packaged._conv_head.weight)
+    assert torch.equal(trained.backbone._blocks[0]._depthwise_conv.weight,
+                       packaged._blocks[0]._depthwise_conv.weight)  # before the cut
+    from stgraph.data import create_dataset
+
+    data = create_dataset("synthetic")  # what --dataset synthetic builds
+    on_frames = evaluate(trained, data, 4, H, W, progress=False)
+    assert on_frames["mAP"] == pytest.approx(metrics["mAP"], abs=0.02)  # float16 maps
+    # the frozen protocol's flag on this cache is refused, naming the cut
+    assert main([*args, "--cut", "end", "--overwrite"]) == 2
+    assert "--cut end: feature cache" in capsys.readouterr().err

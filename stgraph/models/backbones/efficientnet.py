@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stgraph.models.backbones.cut import END, CutBackbone
+
 from stgraph.models.backbones.loading import load_pretrained
 
 __all__ = ["EfficientNetLite", "MBConvBlock", "efficientnet_lite0", "efficientnet_lite1",
@@ -146,7 +148,7 @@ class MBConvBlock(nn.Module):
         return h + x
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(CutBackbone):
     r"""EfficientNet-Lite trunk (stem, 16-21 MBConv blocks, head conv) returning feature maps.
 
     ``_conv_stem (3x3, /2) -> _bn0 -> ReLU6 -> _blocks -> _conv_head (1x1, 1280) -> _bn1
@@ -187,6 +189,10 @@ class EfficientNetLite(nn.Module):
         - **output:** :math:`(N, 1280, \lceil H / (16 s) \rceil, \lceil W / (16 s) \rceil)`
           with :math:`s` = ``last_stride``, e.g. ``(N, 1280, 16, 8)`` for a 256 x 128
           input with ``last_stride=1``.
+
+    Cuts (:mod:`~stgraph.models.backbones.cut`): ``"head"`` (the input of the head conv,
+    320 channels for Lite0 at :math:`H/16 \times W/16`; the partial protocol's default),
+    ``"last_stage"`` (the input of the last MBConv stage), ``"end"``.
 
     Raises:
         ValueError: unknown ``variant``, ``last_stride`` not in ``{1, 2}``,
@@ -233,6 +239,7 @@ class EfficientNetLite(nn.Module):
             cin = 32 if i == 0 else _round_filters(st.in_channels, width)
             cout = _round_filters(st.out_channels, width)
             stride = last_stride if i == _LAST_STRIDE_STAGE else st.stride
+            self._last_stage_blocks = repeats  # of the stage this loop ends on
             for r in range(repeats):
                 specs.append((cin if r == 0 else cout, cout, st.kernel,
                               stride if r == 0 else 1, st.expand))
@@ -255,6 +262,27 @@ class EfficientNetLite(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
+
+    CUTS = ("head", "last_stage", END)
+
+    def _stem(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.size(1) != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
+        if self.input_norm != "lite":
+            x = x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
+        return F.relu6(self._bn0(self._conv_stem(x)))
+
+    def _head(self, x: Tensor) -> Tensor:
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def parts(self):
+        return [(self._stem, [self._conv_stem, self._bn0]),
+                *((block, [block]) for block in self._blocks),
+                (self._head, [self._conv_head, self._bn1])]
+
+    def cut_index(self, cut: str) -> int:
+        n = len(self._blocks)
+        return {"last_stage": 1 + n - self._last_stage_blocks, "head": 1 + n, END: 2 + n}[cut]
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.size(1) != 3:

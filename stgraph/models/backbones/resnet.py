@@ -22,6 +22,8 @@ import os
 
 from torch import Tensor, nn
 
+from stgraph.models.backbones.cut import END, CutBackbone
+
 from stgraph.models.backbones.loading import load_pretrained
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
@@ -126,7 +128,7 @@ _SPECS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int
 }
 
 
-class ResNet(nn.Module):
+class ResNet(CutBackbone):
     r"""ResNet trunk (stem + 4 stages) returning the last stage's feature map.
 
     ``conv1 (7x7, /2) -> bn1 -> relu -> maxpool (3x3, /2) -> layer1 .. layer4``;
@@ -151,9 +153,15 @@ class ResNet(nn.Module):
           :math:`s` = ``last_stride`` (rounded up at each stride), e.g.
           ``(N, 2048, 16, 8)`` for a 256 x 128 input to ResNet-50 with ``last_stride=1``.
 
+    Cuts (:mod:`~stgraph.models.backbones.cut`): ``"layer4"`` (the input of ``layer4``,
+    :math:`256 e` channels at :math:`H/16 \times W/16`; the partial protocol's default),
+    ``"layer3"``, ``"end"``.
+
     Raises:
         ValueError: unknown ``depth`` or ``last_stride`` not in ``{1, 2}``.
     """
+
+    CUTS = ("layer4", "layer3", END)
 
     def __init__(self, depth: int = 50, last_stride: int = 1) -> None:
         super().__init__()
@@ -208,6 +216,19 @@ class ResNet(nn.Module):
         x = self.layer2(x)  # (N, 128 e, H/8, W/8)
         x = self.layer3(x)  # (N, 256 e, H/16, W/16)
         return self.layer4(x)  # (N, 512 e, H/(16 s), W/(16 s))
+
+    def _stem(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.size(1) != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def parts(self):
+        return [(self._stem, [self.conv1, self.bn1]),
+                *((layer, [layer]) for layer in (self.layer1, self.layer2, self.layer3,
+                                                 self.layer4))]
+
+    def cut_index(self, cut: str) -> int:
+        return {"layer3": 3, "layer4": 4, END: 5}[cut]
 
     @property
     def label(self) -> str:
