@@ -216,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the part triplet loss of models that output part "
                         "features for it (RRU)")
     t.add_argument("--backbone-lr-mult", type=_float_in(0), default=None,
-                   help="learning-rate multiplier of the backbone (default 0.1 with "
-                        "--pretrained, else 1)")
+                   help="learning-rate multiplier of the backbone (default 0.1 when "
+                        "fine-tuning with --pretrained, else 1; 1 for the backbone's tail "
+                        "trained from a --feature-cache cut inside it: on cuhk03-pair1 TP "
+                        "ranks 30.0 %% rank-1 with it, 17.0 %% at 0.1)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     t.add_argument("--pad", type=_NON_NEGATIVE, default=None,
                    help="zero padding in pixels before the random crop (default: the "
@@ -830,8 +832,8 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
                          diversity_weight=args.diversity_weight,
                          part_triplet_weight=args.part_triplet_weight, distributed=ddp)
     lr_mult = args.backbone_lr_mult
-    if lr_mult is None:
-        lr_mult = 0.1 if args.pretrained else 1.0
+    if lr_mult is None:  # the tail of a cut cache: x 1 measured 30.0 % rank-1, x 0.1 17.0 %
+        lr_mult = 0.1 if args.pretrained and cache is None else 1.0
     optimizer = build_optimizer(net, args.lr, args.weight_decay, backbone_lr_mult=lr_mult)
     steps = len(loader) * args.epochs
     scheduler = warmup_cosine(optimizer, steps, int(args.warmup_epochs * len(loader)))
