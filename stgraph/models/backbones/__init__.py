@@ -1,5 +1,6 @@
 """Frame backbones: images -> feature maps, with ImageNet weights from local or packaged files."""
 
+from stgraph.models.backbones.cut import END, CutBackbone
 from stgraph.models.backbones.efficientnet import (
     EfficientNetLite,
     MBConvBlock,
@@ -23,8 +24,10 @@ from stgraph.models.backbones.resnet import (
 )
 
 __all__ = [
+    "END",
     "BasicBlock",
     "Bottleneck",
+    "CutBackbone",
     "EfficientNetLite",
     "LoadReport",
     "MBConvBlock",
