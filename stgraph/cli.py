@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fine-tuning with --pretrained, else 1; 1 for the backbone's tail "
                         "trained from a --feature-cache cut inside it: on cuhk03-pair1 TP "
                         "ranks 30.0 %% rank-1 with it, 17.0 %% at 0.1)")
+    t.add_argument("--freeze-bn-epochs", type=_NON_NEGATIVE, default=0,
+                   help="keep the backbone's batch-norm statistics (its pretrained running "
+                        "means and variances) frozen for the first N epochs (default 0)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     t.add_argument("--pad", type=_NON_NEGATIVE, default=None,
                    help="zero padding in pixels before the random crop (default: the "
@@ -859,7 +862,7 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
                       save_model=model, callbacks=_pause_for_tests() if main_process else (),
                       autocast=autocast if amp is not None else None,
                       grad_scaler=amp[1] if amp is not None else None,
-                      is_main=main_process)
+                      is_main=main_process, frozen_bn_epochs=args.freeze_bn_epochs)
     if resume is not None:
         trainer.load_state_dict(resume["trainer"])
         print(f"resuming from {out_dir / 'last.pth'}: {trainer.epoch} of {args.epochs} "

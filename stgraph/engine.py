@@ -396,9 +396,15 @@ class Trainer:
         tensorboard (bool): write TensorBoard scalars when ``tensorboard`` is importable.
         callbacks (sequence): ``callback(trainer, record)`` after each epoch's files.
         log (callable): where the epoch lines go (default ``print``).
+        frozen_bn_epochs (int): for that many first epochs the batch norms of the trained
+            module's ``backbone`` stay in eval mode: they normalise with their pretrained
+            running statistics and do not update them (their affine weights still train),
+            so the first steps on a new domain do not replace ImageNet's statistics with
+            those of a few P x K batches. (default: :obj:`0`)
 
     Raises:
-        ValueError: ``epochs`` < 1 or ``eval_every`` < 0; ``output`` without ``config``.
+        ValueError: ``epochs`` < 1, ``eval_every`` < 0 or ``frozen_bn_epochs`` < 0;
+            ``output`` without ``config``.
     """
 
     def __init__(self, model: nn.Module, loader: DataLoader, criterion: nn.Module,
@@ -408,9 +414,12 @@ class Trainer:
                  output: str | os.PathLike | None = None, config: dict | None = None,
                  save_model: nn.Module | None = None, tensorboard: bool = True,
                  callbacks=(), log=None, autocast=None, grad_scaler=None,
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, frozen_bn_epochs: int = 0) -> None:
         if int(epochs) < 1:
             raise ValueError(f"Trainer: epochs must be >= 1, got {epochs}")
+        if int(frozen_bn_epochs) < 0:
+            raise ValueError(f"Trainer: frozen_bn_epochs must be >= 0, got {frozen_bn_epochs}")
+        self.frozen_bn_epochs = int(frozen_bn_epochs)
         if int(eval_every) < 0:
             raise ValueError(f"Trainer: eval_every must be >= 0, got {eval_every}")
         if output is not None and config is None:
@@ -484,6 +493,11 @@ class Trainer:
             ValueError: the loader yielded no batch.
         """
         self.model.train()
+        if epoch < self.frozen_bn_epochs:
+            backbone = getattr(self.net, "backbone", None)
+            for m in backbone.modules() if isinstance(backbone, nn.Module) else ():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         self._set_epoch(epoch)
         sums: dict[str, float] = {}
         n = 0

@@ -207,3 +207,29 @@ def test_tensorboard_scalars_when_installed_else_nothing(tmp_path):
         assert not (tmp_path / "tb").exists()  # the extra 'tb' is optional: skipped silently
     else:
         assert any(p.name.startswith("events.") for p in (tmp_path / "tb").iterdir())
+
+
+def test_frozen_bn_epochs_keep_the_backbones_statistics_then_release_them():
+    from stgraph.engine import Trainer, build_optimizer
+    from stgraph.losses import ReIDLoss
+    from stgraph.models import create_model
+
+    data = SyntheticReID(num_train_ids=4, num_test_ids=2, image_size=(64, 32), seed=0)
+    torch.manual_seed(0)
+    model = create_model("tp", num_classes=4, backbone="resnet18")
+    loader = make_train_loader(data, seq_len=2, height=64, width=32, batch_ids=2,
+                               batch_instances=2, seed=0)
+    trainer = Trainer(model, loader, ReIDLoss(4), build_optimizer(model, 1e-3), epochs=2,
+                      verbose=False, frozen_bn_epochs=1)
+    stats = (model.backbone.bn1.running_mean, model.necks[0].bn.running_mean)
+    before = [s.clone() for s in stats]
+    weight = model.backbone.bn1.weight.detach().clone()
+    trainer.run_epoch(0)
+    assert torch.equal(stats[0], before[0])  # the backbone's statistics stayed
+    assert not torch.equal(model.backbone.bn1.weight, weight)  # its affine weights trained
+    assert not torch.equal(stats[1], before[1])  # the head's BNNeck updates as usual
+    trainer.run_epoch(1)
+    assert not torch.equal(stats[0], before[0])  # released after the first epoch
+    with pytest.raises(ValueError, match="frozen_bn_epochs must be >= 0, got -1"):
+        Trainer(model, loader, ReIDLoss(4), build_optimizer(model, 1e-3), epochs=1,
+                frozen_bn_epochs=-1)
