@@ -97,18 +97,22 @@ def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
         return json.loads(path.read_text())
     from stgraph.cli import _load_dataset, load_checkpoint
 
+    from stgraph.models.base import ranked_by
+
     model, cfg = load_checkpoint(out / "checkpoint.pth")
+    feature = cfg.get("args", {}).get("eval_feature") or "post-bnneck"
     if cache is not None:
         from stgraph.cache import FeatureCache, FeatureMapHead, evaluate_cached
 
         fc = FeatureCache(cache)
-        metrics = evaluate_cached(FeatureMapHead(model, fc.image_size, fc.cut), fc,
-                                  cfg["seq_len"], metric=metric, progress=False)
+        head = ranked_by(FeatureMapHead(model, fc.image_size, fc.cut), feature)
+        metrics = evaluate_cached(head, fc, cfg["seq_len"], metric=metric, progress=False)
     else:
         from stgraph.engine import evaluate
 
-        metrics = evaluate(model, _load_dataset(cfg["dataset"]), cfg["seq_len"], cfg["height"],
-                           cfg["width"], metric=metric, progress=False)
+        metrics = evaluate(ranked_by(model, feature), _load_dataset(cfg["dataset"]),
+                           cfg["seq_len"], cfg["height"], cfg["width"], metric=metric,
+                           progress=False)
     path.write_text(json.dumps(metrics))
     return metrics
 

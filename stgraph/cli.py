@@ -69,7 +69,7 @@ from stgraph.models import create_model, get_model_class, list_models
 from stgraph.models.graphs import models_with_graphs
 from stgraph.models.registry import check_model_kwargs
 from stgraph.models.backbones import list_backbones
-from stgraph.models.base import _no_attention_message
+from stgraph.models.base import _no_attention_message, ranked_by
 from stgraph.viz import MODEL_PLOTS, plot_model_attention, plot_model_graph, plot_ranking
 
 __all__ = ["CHECKPOINT_KEYS", "METRIC_KEYS", "main", "build_parser", "load_checkpoint",
@@ -337,6 +337,10 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                         "than euclidean in all 11 rows of docs/results.md's frozen table, "
                         "higher rank-1 in 9; fast-reid's test default, and Bag of Tricks "
                         "normalises the features before ranking)")
+    p.add_argument("--eval-feature", default=None, choices=["post-bnneck", "pre-bnneck"],
+                   help="the feature ranked: the embedding after the BNNeck (default, Bag of "
+                        "Tricks' test feature) or the branch features before it (the "
+                        "triplet loss's)")
     p.add_argument("--pool", default="mean", choices=["mean", "max"],
                    help="pooling of clip features per tracklet")
     p.add_argument("--test-batch", type=_POSITIVE, default=32, help="clips per test batch")
@@ -806,6 +810,7 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
                        pool=args.pool, workers=args.workers, progress=bars,
                        protocol=args.protocol, rerank=args.rerank)
     autocast = amp[0] if amp is not None else contextlib.nullcontext
+    feature = args.eval_feature or "post-bnneck"
     if cache is not None:
         from stgraph.cache import FeatureMapHead, evaluate_cached, make_cached_train_loader
 
@@ -818,7 +823,8 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
 
         def run_eval(_model):  # every process evaluates the whole cache
             with autocast():
-                return evaluate_cached(net, cache, args.seq_len, **eval_kwargs)
+                return evaluate_cached(ranked_by(net, feature), cache, args.seq_len,
+                                       **eval_kwargs)
     else:
         net = model
         loader = make_train_loader(dataset, args.seq_len, args.height, args.width,
@@ -829,8 +835,8 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
 
         def run_eval(_model):  # under torchrun: each process embeds a shard
             with autocast():
-                return evaluate(model, dataset, args.seq_len, args.height, args.width,
-                                **eval_kwargs)
+                return evaluate(ranked_by(model, feature), dataset, args.seq_len, args.height,
+                                args.width, **eval_kwargs)
     criterion = ReIDLoss(num_classes, margin=args.margin,
                          diversity_weight=args.diversity_weight,
                          part_triplet_weight=args.part_triplet_weight, distributed=ddp)
@@ -909,7 +915,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.checkpoint, device)
     data_cfg = _dataset_config(args, base=cfg["dataset"])
     dataset = _load_dataset(data_cfg, args.protocol)
-    metrics = evaluate(model, dataset, cfg["seq_len"], cfg["height"], cfg["width"],
+    metrics = evaluate(ranked_by(model, args.eval_feature or "post-bnneck"), dataset,
+                       cfg["seq_len"], cfg["height"], cfg["width"],
                        batch_size=args.test_batch, device=device, metric=args.metric,
                        pool=args.pool, workers=args.workers, progress=_bars(args),
                        protocol=args.protocol, rerank=args.rerank)
@@ -948,7 +955,8 @@ def _plot(args: argparse.Namespace) -> int:
             plot_model_graph(model, clip, args.what, keypoints=kp, layer=args.layer,
                              frame=args.frame, top_k=args.top_k or 20, save=out)
     else:
-        metrics, distmat = evaluate(model, dataset, *size, batch_size=args.test_batch,
+        metrics, distmat = evaluate(ranked_by(model, args.eval_feature or "post-bnneck"),
+                                    dataset, *size, batch_size=args.test_batch,
                                     device=device, metric=args.metric, pool=args.pool,
                                     workers=args.workers, progress=_bars(args),
                                     protocol=args.protocol, rerank=args.rerank,

@@ -188,3 +188,27 @@ def test_a_checkpoint_with_another_models_arguments_names_both(checkpoint, tmp_p
     assert (f"stgraph: error: checkpoint {bad}: its config does not build model 'tp': model "
             "tp takes no argument 'tau'; its arguments: backbone, last_stride, pretrained"
             ) in err
+
+
+def test_the_pre_bnneck_feature_can_be_ranked(checkpoint, tmp_path, capsys):
+    from stgraph.checkpoint import load_checkpoint
+    from stgraph.data import create_dataset
+    from stgraph.engine import evaluate
+    from stgraph.models.base import PreBNNeckEmbedding, ranked_by
+
+    model, cfg = load_checkpoint(checkpoint)
+    clips = torch.randn(2, 4, 3, 64, 32)
+    with torch.no_grad():
+        out = PreBNNeckEmbedding(model.eval())(clips)
+        ref = model(clips)
+    torch.testing.assert_close(out["embedding"], torch.cat(ref["features"], dim=1))
+    assert not torch.allclose(out["embedding"], ref["embedding"])  # the BNNeck changes it
+    assert ranked_by(model, "post-bnneck") is model
+    with pytest.raises(ValueError, match="unknown eval feature 'x'"):
+        ranked_by(model, "x")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--eval-feature", "pre-bnneck",
+                 "--workers", "0", "--no-progress", "--output", str(tmp_path / "e")]) == 0
+    got = __import__("json").loads((tmp_path / "e" / "metrics.json").read_text())
+    want = evaluate(PreBNNeckEmbedding(model), create_dataset("synthetic"), 4, 64, 32,
+                    progress=False)
+    assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-9) and got["metric"] == "cosine"

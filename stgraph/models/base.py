@@ -7,7 +7,8 @@ from torch import Tensor, nn
 
 from stgraph.models.backbones import build_backbone
 
-__all__ = ["VideoReIDModel", "ReIDOutput", "check_positive", "models_with_attention"]
+__all__ = ["PreBNNeckEmbedding", "VideoReIDModel", "ReIDOutput", "check_positive",
+           "models_with_attention", "ranked_by"]
 
 #: What every model returns, in train and eval mode alike:
 #: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
@@ -15,6 +16,44 @@ __all__ = ["VideoReIDModel", "ReIDOutput", "check_positive", "models_with_attent
 #: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names;
 #: a model may add entries, e.g. CTL's ``part_features`` for its diversity loss.
 ReIDOutput = dict
+
+
+class PreBNNeckEmbedding(nn.Module):
+    r"""``model`` whose ``"embedding"`` is the concatenation of its pre-BNNeck branch
+    features (``"features"``, what the triplet loss sees) instead of the post-BNNeck ones:
+    the other of the two features Bag of Tricks ranks (its sec. 3.4 ranks after the
+    BNNeck, with cosine distance). For evaluation (``stgraph train/evaluate
+    --eval-feature pre-bnneck``); the wrapped model is unchanged and its other outputs
+    are passed on.
+
+    Shapes:
+        - **input:** as ``model``
+        - **output:** ``model``'s dict with ``embedding`` :math:`(B, \sum_b D_b)`
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.input_keys = tuple(getattr(model, "input_keys", ()))
+
+    def forward(self, *args, **kwargs) -> ReIDOutput:
+        out = dict(self.model(*args, **kwargs))
+        out["embedding"] = torch.cat(tuple(out["features"]), dim=1)
+        return out
+
+
+def ranked_by(model: nn.Module, feature: str) -> nn.Module:
+    """The module whose ``"embedding"`` an evaluation ranks: ``model`` itself for
+    ``"post-bnneck"`` (the default), :class:`PreBNNeckEmbedding` for ``"pre-bnneck"``.
+
+    Raises:
+        ValueError: another ``feature``.
+    """
+    if feature == "post-bnneck":
+        return model
+    if feature == "pre-bnneck":
+        return PreBNNeckEmbedding(model)
+    raise ValueError(f"unknown eval feature {feature!r}; choose post-bnneck or pre-bnneck")
 
 
 def check_positive(**values: int | None) -> None:
