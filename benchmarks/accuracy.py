@@ -17,8 +17,8 @@ separate models (one query is one point of rank-1), so:
 
 Each model is evaluated as ``stgraph train`` does (cosine distance, the default) and with
 euclidean distance (the checkpoint re-evaluated, kept in ``metrics_euclidean.json``; runs
-made before cosine became the default ranked by euclidean and keep ``metrics_cosine.json``). Every run is one
-``stgraph train`` command (printed, and kept in the JSON), written to
+made before cosine became the default ranked by euclidean and keep ``metrics_cosine.json``).
+Every run is one ``stgraph train`` command (printed, and kept in the JSON), written to
 ``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
 run again, so the script can be stopped and resumed, and a row can be added later.
 ``--merge OLD.json`` takes runs recorded in an earlier output with the same command (e.g.
@@ -96,11 +96,10 @@ def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     from stgraph.cli import _load_dataset, load_checkpoint
-
     from stgraph.models.base import ranked_by
 
     model, cfg = load_checkpoint(out / "checkpoint.pth")
-    feature = cfg.get("args", {}).get("eval_feature") or "post-bnneck"
+    feature = cfg.get("args", {}).get("eval_feature")
     if cache is not None:
         from stgraph.cache import FeatureCache, FeatureMapHead, evaluate_cached
 

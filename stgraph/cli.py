@@ -66,10 +66,10 @@ from stgraph.engine import (
 from stgraph.eval import RANK_PROTOCOLS
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, get_model_class, list_models
-from stgraph.models.graphs import models_with_graphs
-from stgraph.models.registry import check_model_kwargs
 from stgraph.models.backbones import list_backbones
 from stgraph.models.base import _no_attention_message, ranked_by
+from stgraph.models.graphs import models_with_graphs
+from stgraph.models.registry import check_model_kwargs
 from stgraph.viz import MODEL_PLOTS, plot_model_attention, plot_model_graph, plot_ranking
 
 __all__ = ["CHECKPOINT_KEYS", "METRIC_KEYS", "main", "build_parser", "load_checkpoint",
@@ -810,7 +810,6 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
                        pool=args.pool, workers=args.workers, progress=bars,
                        protocol=args.protocol, rerank=args.rerank)
     autocast = amp[0] if amp is not None else contextlib.nullcontext
-    feature = args.eval_feature or "post-bnneck"
     if cache is not None:
         from stgraph.cache import FeatureMapHead, evaluate_cached, make_cached_train_loader
 
@@ -823,7 +822,7 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
 
         def run_eval(_model):  # every process evaluates the whole cache
             with autocast():
-                return evaluate_cached(ranked_by(net, feature), cache, args.seq_len,
+                return evaluate_cached(ranked_by(net, args.eval_feature), cache, args.seq_len,
                                        **eval_kwargs)
     else:
         net = model
@@ -835,8 +834,8 @@ def _train_locked(args, device, bars, data_cfg, model_kwargs, out_dir, resume, c
 
         def run_eval(_model):  # under torchrun: each process embeds a shard
             with autocast():
-                return evaluate(ranked_by(model, feature), dataset, args.seq_len, args.height,
-                                args.width, **eval_kwargs)
+                return evaluate(ranked_by(model, args.eval_feature), dataset, args.seq_len,
+                                args.height, args.width, **eval_kwargs)
     criterion = ReIDLoss(num_classes, margin=args.margin,
                          diversity_weight=args.diversity_weight,
                          part_triplet_weight=args.part_triplet_weight, distributed=ddp)
@@ -915,7 +914,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.checkpoint, device)
     data_cfg = _dataset_config(args, base=cfg["dataset"])
     dataset = _load_dataset(data_cfg, args.protocol)
-    metrics = evaluate(ranked_by(model, args.eval_feature or "post-bnneck"), dataset,
+    metrics = evaluate(ranked_by(model, args.eval_feature), dataset,
                        cfg["seq_len"], cfg["height"], cfg["width"],
                        batch_size=args.test_batch, device=device, metric=args.metric,
                        pool=args.pool, workers=args.workers, progress=_bars(args),
@@ -955,7 +954,7 @@ def _plot(args: argparse.Namespace) -> int:
             plot_model_graph(model, clip, args.what, keypoints=kp, layer=args.layer,
                              frame=args.frame, top_k=args.top_k or 20, save=out)
     else:
-        metrics, distmat = evaluate(ranked_by(model, args.eval_feature or "post-bnneck"),
+        metrics, distmat = evaluate(ranked_by(model, args.eval_feature),
                                     dataset, *size, batch_size=args.test_batch,
                                     device=device, metric=args.metric, pool=args.pool,
                                     workers=args.workers, progress=_bars(args),
@@ -1036,13 +1035,13 @@ def _write_error(args: argparse.Namespace, err: OSError) -> str | None:
         return None
     target = Path(target).absolute()
     name = err.filename
-    if name is not None:
-        path = Path(os.fsdecode(name)).absolute()
+    path = None if name is None else Path(os.fsdecode(name)).absolute()
+    if path is not None:
         if path != target and target not in path.parents:
             return None
     elif err.errno not in _WRITE_ERRNOS:
         return None
-    where = f" ({name})" if name is not None and Path(os.fsdecode(name)).absolute() != target else ""
+    where = f" ({name})" if path is not None and path != target else ""
     return f"{flag} {target}: cannot write{where}: {err.strerror or err}"
 
 

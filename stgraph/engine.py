@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from stgraph.data import PKSampler, TestClipDataset, TrainClipDataset, VideoReIDDataset
 from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
-from stgraph.eval.features import parameter_dtype, to_model
+from stgraph.eval.features import to_model
 
 __all__ = [
     "EVAL_LOG_KEYS",

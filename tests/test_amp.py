@@ -37,8 +37,9 @@ def _losses(amp: bool, steps: int = 20, seed: int = 0) -> list[float]:
 @pytest.mark.learns
 def test_bf16_autocast_loss_falls_and_starts_at_the_fp32_loss(train_seed):
     amp, fp32 = _losses(True, seed=train_seed), _losses(False, steps=1, seed=train_seed)
-    print(f"\n[learns] amp seed {train_seed}: first loss fp32 {fp32[0]:.4f}, bf16 {amp[0]:.4f}; bf16 mean of steps 1-5 "
-          f"{sum(amp[:5]) / 5:.4f}, of steps 16-20 {sum(amp[-5:]) / 5:.4f}")
+    print(f"\n[learns] amp seed {train_seed}: first loss fp32 {fp32[0]:.4f}, bf16 "
+          f"{amp[0]:.4f}; bf16 mean of steps 1-5 {sum(amp[:5]) / 5:.4f}, of steps 16-20 "
+          f"{sum(amp[-5:]) / 5:.4f}")
     assert amp[0] == pytest.approx(fp32[0], rel=0.02)
     # 5 seeds (conftest.train_seed): the ratio is 0.61-0.85
     assert sum(amp[-5:]) / 5 < 0.92 * sum(amp[:5]) / 5

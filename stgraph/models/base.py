@@ -42,14 +42,15 @@ class PreBNNeckEmbedding(nn.Module):
         return out
 
 
-def ranked_by(model: nn.Module, feature: str) -> nn.Module:
+def ranked_by(model: nn.Module, feature: str | None = None) -> nn.Module:
     """The module whose ``"embedding"`` an evaluation ranks: ``model`` itself for
-    ``"post-bnneck"`` (the default), :class:`PreBNNeckEmbedding` for ``"pre-bnneck"``.
+    ``"post-bnneck"`` (the default; also :obj:`None`), :class:`PreBNNeckEmbedding` for
+    ``"pre-bnneck"``.
 
     Raises:
         ValueError: another ``feature``.
     """
-    if feature == "post-bnneck":
+    if feature in (None, "post-bnneck"):
         return model
     if feature == "pre-bnneck":
         return PreBNNeckEmbedding(model)

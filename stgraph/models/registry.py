@@ -109,10 +109,10 @@ def check_model_kwargs(name: str, kwargs: dict) -> dict:
             value and the type expected).
 
     Examples:
-        >>> check_model_kwargs("stgcn", {"num_patches": 2, "alpha": 1})
+        >>> check_model_kwargs("stgcn", {"num_patches": 2, "alpha": 1})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: model stgcn takes no argument 'alpha'; its arguments: backbone, last_stride, pretrained, seq_len, num_patches, num_layers, embed_channels, spatial_channels, backend
+        ValueError: model stgcn takes no argument 'alpha'; its arguments: backbone, ...
         >>> check_model_kwargs("tp_mlp", {"dropout": 0})
         {'dropout': 0.0}
     """

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stgraph.models.backbones.cut import END, CutBackbone
-
 from stgraph.models.backbones.loading import load_pretrained
 
 __all__ = ["EfficientNetLite", "MBConvBlock", "efficientnet_lite0", "efficientnet_lite1",

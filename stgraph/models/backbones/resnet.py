@@ -23,7 +23,6 @@ import os
 from torch import Tensor, nn
 
 from stgraph.models.backbones.cut import END, CutBackbone
-
 from stgraph.models.backbones.loading import load_pretrained
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
