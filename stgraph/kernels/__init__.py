@@ -11,21 +11,26 @@ Backends, as the layers take them (``backend=``):
 """
 
 from stgraph.kernels.affinity import (
+    EPS,
     MAX_NODES,
     AffinityPropagate,
+    affinity_adjacency,
     affinity_propagate,
     affinity_propagate_reference,
 )
 from stgraph.kernels.backend import BACKENDS, resolve_backend, triton_available
-from stgraph.kernels.window import window_propagate, window_propagate_reference
+from stgraph.kernels.window import sliding_windows, window_propagate, window_propagate_reference
 
 __all__ = [
     "BACKENDS",
+    "EPS",
     "MAX_NODES",
     "AffinityPropagate",
+    "affinity_adjacency",
     "affinity_propagate",
     "affinity_propagate_reference",
     "resolve_backend",
+    "sliding_windows",
     "triton_available",
     "window_propagate",
     "window_propagate_reference",

@@ -43,9 +43,11 @@ except ImportError:  # pragma: no cover - exercised only without Triton
     tl = None
 
 __all__ = [
+    "EPS",
     "MAX_NODES",
     "AffinityPropagate",
     "affinity_propagate",
+    "affinity_adjacency",
     "affinity_propagate_reference",
 ]
 
@@ -60,12 +62,43 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _MAX_SPLITS = 8
 
 
-def _eps() -> float:
-    """The clamp of :class:`~stgraph.nn.AffinityGCNConv` (imported lazily: :mod:`stgraph.nn`
-    imports this module)."""
-    from stgraph.nn.affinity_gcn_conv import EPS
+#: Floor of the squared-affinity row sums and of the degrees, so that a node whose
+#: affinities are all zero gets a zero row instead of NaN (the clamp of
+#: :class:`~stgraph.nn.AffinityGCNConv` and of this module's paths).
+EPS = 1e-12
 
-    return EPS
+
+def affinity_adjacency(h: Tensor, mask: Tensor | None = None, adj: Tensor | None = None) -> Tensor:
+    r"""Normalised affinity adjacency :math:`\hat{A}` of STGCN (eq. 1-3), dense.
+
+    :math:`e = h h^\top`, :math:`A = e^2` row-normalised over the allowed
+    neighbours, :math:`\tilde{A} = A + I`,
+    :math:`\hat{A} = \tilde{D}^{-1/2}\tilde{A}\tilde{D}^{-1/2}`.
+
+    Args:
+        h (Tensor): embedded node features :math:`\phi(X)`, ``(B, N, d)``.
+        mask (BoolTensor, optional): ``(B, N)``, :obj:`False` marks padding
+            nodes: they have no edges, and their rows and columns are zero.
+        adj (Tensor, optional): ``(B, N, N)`` or ``(N, N)`` 0/1 matrix of the
+            edges allowed (row ``i`` = the neighbours node ``i`` aggregates
+            from); :obj:`None` means the complete graph with self-loops.
+
+    Returns:
+        Tensor of shape ``(B, N, N)``.
+    """
+    e2 = torch.matmul(h, h.transpose(-1, -2)).square()  # (B, N, N)
+    if adj is not None:
+        e2 = e2 * adj
+    if mask is not None:
+        m = mask.to(e2.dtype)
+        e2 = e2 * m.unsqueeze(-1) * m.unsqueeze(-2)
+    a = e2 / e2.sum(dim=-1, keepdim=True).clamp_min(EPS)  # row-normalised A
+    eye = torch.eye(a.size(-1), dtype=a.dtype, device=a.device)
+    if mask is not None:
+        eye = eye * m.unsqueeze(-1)  # (B, N, N): no self-loop on padding nodes
+    a = a + eye  # A + I
+    deg_inv_sqrt = a.sum(dim=-1).clamp_min(EPS).rsqrt()  # (B, N)
+    return deg_inv_sqrt.unsqueeze(-1) * a * deg_inv_sqrt.unsqueeze(-2)
 
 
 def _check(h: Tensor, xw: Tensor, mask: Tensor | None) -> None:
@@ -90,7 +123,7 @@ def affinity_propagate_reference(h: Tensor, xw: Tensor, mask: Tensor | None = No
     r"""Affinity propagation :math:`\hat{A} XW` in plain PyTorch (STGCN, eq. 1-4).
 
     Exactly the propagation of :class:`~stgraph.nn.DenseAffinityGCN`:
-    ``affinity_adjacency(h, mask) @ xw`` (:func:`~stgraph.nn.affinity_adjacency`).
+    ``affinity_adjacency(h, mask) @ xw`` (:func:`affinity_adjacency`).
 
     Args:
         h (Tensor): embedded node features :math:`\phi(X)`, :math:`(B, N, d)`.
@@ -114,8 +147,6 @@ def affinity_propagate_reference(h: Tensor, xw: Tensor, mask: Tensor | None = No
                  [5.1667]]])
     """
     _check(h, xw, mask)
-    from stgraph.nn.dense_affinity_gcn import affinity_adjacency
-
     return torch.matmul(affinity_adjacency(h, mask=mask), xw)  # (B, N, C)
 
 
@@ -330,7 +361,7 @@ def _triton_forward(h: Tensor, xw: Tensor, mask: Tensor | None, splits: int | No
     c_per = c_steps * cfg["BLOCK_C"]
     m, smb, smn = _mask_args(mask, h)
     _affinity_fwd_kernel[(B, triton.cdiv(C, c_per))](
-        h, xw, m, out, N, D, C, c_per, _eps(),
+        h, xw, m, out, N, D, C, c_per, EPS,
         *h.stride(), *xw.stride(), smb, smn, *out.stride(),
         HAS_MASK=mask is not None, D_STEPS=triton.cdiv(D, cfg["BLOCK_D"]), C_STEPS=c_steps,
         **cfg,
@@ -361,7 +392,7 @@ def _triton_backward(h: Tensor, xw: Tensor, mask: Tensor | None, grad: Tensor, n
     dx_arg = dx if dx is not None else xw
     _affinity_bwd_kernel[(B, splits)](
         h, xw, m, grad, dh_arg, dx_arg, N, D, C, c_steps * cfg["BLOCK_C"],
-        d_steps * cfg["BLOCK_D"], _eps(),
+        d_steps * cfg["BLOCK_D"], EPS,
         *h.stride(), *xw.stride(), smb, smn, *grad.stride(), *dh_arg.stride(),
         *dx_arg.stride(),
         HAS_MASK=mask is not None, NEED_DH=need_h, NEED_DX=need_xw,

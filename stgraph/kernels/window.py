@@ -5,7 +5,7 @@ Re-Identification in Videos", CVPR 2021, sec. 3.3, eq. (3)-(4); the layer is
 :class:`~stgraph.nn.DenseSlidingWindowGCN`.
 
 Window ``t`` of a clip holds frames ``t - p, ..., t - p + tau - 1`` with
-``p = (tau - 1) // 2`` (zero outside the clip; see :func:`~stgraph.nn.sliding_windows`),
+``p = (tau - 1) // 2`` (zero outside the clip; see :func:`sliding_windows`),
 its ``tau * N`` nodes frame-major. With :math:`\hat{A}_t` the normalised window
 adjacency, :math:`X` the node features (already multiplied by :math:`W`),
 :math:`b` the bias and :math:`c` the depthwise collapse weights:
@@ -36,13 +36,13 @@ except ImportError:  # pragma: no cover - exercised only without Triton
     triton = None
     tl = None
 
-__all__ = ["window_propagate", "window_propagate_reference"]
+__all__ = ["sliding_windows", "window_propagate", "window_propagate_reference"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _left(tau: int) -> int:
-    """Frames of a window before its own frame (as :func:`~stgraph.nn.sliding_windows`)."""
+    """Frames of a window before its own frame (as :func:`sliding_windows`)."""
     return (tau - 1) // 2
 
 
@@ -70,11 +70,42 @@ def _check(a_hat: Tensor, xw: Tensor, tau: int, bias: Tensor | None,
             raise ValueError(f"{name} is on {t.device}, the node features on {xw.device}")
 
 
-def _windows(xw: Tensor, tau: int) -> Tensor:
-    """The ``tau``-times copy ``(B, T, tau*N, C)`` (``sliding_windows``, imported lazily:
-    :mod:`stgraph.nn` imports this module)."""
-    from stgraph.nn.context_reinforced_topology import sliding_windows
+def sliding_windows(x: Tensor, tau: int) -> Tensor:
+    r"""Temporal sliding windows with zero padding at both ends (CTL sec. 3.3).
 
+    Window ``t`` holds frames ``t - p, ..., t - p + tau - 1`` with
+    ``p = (tau - 1) // 2`` (centred for odd ``tau``; for even ``tau`` one more
+    frame after ``t`` than before), zeros where a frame falls outside the clip,
+    so ``T`` frames give ``T`` windows.
+
+    Args:
+        x (Tensor): ``(B, T, *rest)``.
+        tau (int): window size.
+
+    Returns:
+        Tensor ``(B, T, tau, *rest)`` (a view of a padded copy).
+
+    Examples:
+        >>> sliding_windows(torch.tensor([[1.0, 2.0, 3.0]]), 3)
+        tensor([[[0., 1., 2.],
+                 [1., 2., 3.],
+                 [2., 3., 0.]]])
+    """
+    if tau < 1:
+        raise ValueError(f"tau must be >= 1, got {tau}")
+    if x.dim() < 2:
+        raise ValueError(f"expected a tensor of shape (B, T, ...), got {tuple(x.shape)}")
+    left = (tau - 1) // 2
+    right = tau - 1 - left
+    B, T, *rest = x.shape
+    padded = torch.cat([x.new_zeros(B, left, *rest), x, x.new_zeros(B, right, *rest)], dim=1)
+    if torch.onnx.is_in_onnx_export():  # the exporter's Unfold needs a static T: slices
+        return torch.stack([padded[:, k:k + T] for k in range(tau)], dim=2)
+    return padded.unfold(1, tau, 1).movedim(-1, 2)  # (B, T, tau, *rest)
+
+
+def _windows(xw: Tensor, tau: int) -> Tensor:
+    """The ``tau``-times copy ``(B, T, tau*N, C)`` of :func:`sliding_windows`."""
     B, T, N, C = xw.shape
     return sliding_windows(xw, tau).reshape(B, T, tau * N, C)
 
@@ -95,7 +126,7 @@ def window_propagate_reference(a_hat: Tensor, xw: Tensor, tau: int, bias: Tensor
             window nodes frame-major (node ``k * N + n`` is node ``n`` of window frame ``k``).
         xw (Tensor): node features :math:`(B, T, N, C)` (after the linear map :math:`W`).
         tau (int): window size; window ``t`` holds frames ``t - (tau - 1) // 2`` onwards,
-            zero outside the clip (:func:`~stgraph.nn.sliding_windows`).
+            zero outside the clip (:func:`sliding_windows`).
         bias (Tensor, optional): :math:`(C,)`, added before the ReLU; only with ``collapse``.
         collapse (Tensor, optional): depthwise collapse weights :math:`(C, \tau)`,
             ``collapse[c, k]`` for channel ``c`` of window frame ``k`` (the layer's

@@ -12,11 +12,9 @@ from torch.nn import Linear, Parameter
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import add_self_loops, scatter
 
-__all__ = ["AffinityGCNConv"]
+from stgraph.kernels.affinity import EPS
 
-#: Floor of the squared-affinity row sums and of the degrees, so that a node whose
-#: affinities are all zero gets a zero row instead of NaN.
-EPS = 1e-12
+__all__ = ["AffinityGCNConv"]
 
 
 class AffinityGCNConv(MessagePassing):

@@ -10,43 +10,10 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from stgraph.kernels.window import sliding_windows
 from stgraph.nn.dense_context_block import DenseContextBlock
 
 __all__ = ["ContextReinforcedTopology", "sliding_windows", "tile_window_adjacency"]
-
-
-def sliding_windows(x: Tensor, tau: int) -> Tensor:
-    r"""Temporal sliding windows with zero padding at both ends (CTL sec. 3.3).
-
-    Window ``t`` holds frames ``t - p, ..., t - p + tau - 1`` with
-    ``p = (tau - 1) // 2`` (centred for odd ``tau``; for even ``tau`` one more
-    frame after ``t`` than before), zeros where a frame falls outside the clip,
-    so ``T`` frames give ``T`` windows.
-
-    Args:
-        x (Tensor): ``(B, T, *rest)``.
-        tau (int): window size.
-
-    Returns:
-        Tensor ``(B, T, tau, *rest)`` (a view of a padded copy).
-
-    Examples:
-        >>> sliding_windows(torch.tensor([[1.0, 2.0, 3.0]]), 3)
-        tensor([[[0., 1., 2.],
-                 [1., 2., 3.],
-                 [2., 3., 0.]]])
-    """
-    if tau < 1:
-        raise ValueError(f"tau must be >= 1, got {tau}")
-    if x.dim() < 2:
-        raise ValueError(f"expected a tensor of shape (B, T, ...), got {tuple(x.shape)}")
-    left = (tau - 1) // 2
-    right = tau - 1 - left
-    B, T, *rest = x.shape
-    padded = torch.cat([x.new_zeros(B, left, *rest), x, x.new_zeros(B, right, *rest)], dim=1)
-    if torch.onnx.is_in_onnx_export():  # the exporter's Unfold needs a static T: slices
-        return torch.stack([padded[:, k:k + T] for k in range(tau)], dim=2)
-    return padded.unfold(1, tau, 1).movedim(-1, 2)  # (B, T, tau, *rest)
 
 
 def tile_window_adjacency(adj: Tensor, tau: int, temporal_self_loops: bool = False) -> Tensor:

@@ -9,44 +9,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stgraph.kernels.affinity import affinity_propagate
+from stgraph.kernels.affinity import affinity_adjacency, affinity_propagate
 from stgraph.kernels.backend import BACKENDS
-from stgraph.nn.affinity_gcn_conv import EPS, _build_parameters, _reset
+from stgraph.nn.affinity_gcn_conv import _build_parameters, _reset
 
 __all__ = ["DenseAffinityGCN", "affinity_adjacency"]
-
-
-def affinity_adjacency(h: Tensor, mask: Tensor | None = None, adj: Tensor | None = None) -> Tensor:
-    r"""Normalised affinity adjacency :math:`\hat{A}` of STGCN (eq. 1-3), dense.
-
-    :math:`e = h h^\top`, :math:`A = e^2` row-normalised over the allowed
-    neighbours, :math:`\tilde{A} = A + I`,
-    :math:`\hat{A} = \tilde{D}^{-1/2}\tilde{A}\tilde{D}^{-1/2}`.
-
-    Args:
-        h (Tensor): embedded node features :math:`\phi(X)`, ``(B, N, d)``.
-        mask (BoolTensor, optional): ``(B, N)``, :obj:`False` marks padding
-            nodes: they have no edges, and their rows and columns are zero.
-        adj (Tensor, optional): ``(B, N, N)`` or ``(N, N)`` 0/1 matrix of the
-            edges allowed (row ``i`` = the neighbours node ``i`` aggregates
-            from); :obj:`None` means the complete graph with self-loops.
-
-    Returns:
-        Tensor of shape ``(B, N, N)``.
-    """
-    e2 = torch.matmul(h, h.transpose(-1, -2)).square()  # (B, N, N)
-    if adj is not None:
-        e2 = e2 * adj
-    if mask is not None:
-        m = mask.to(e2.dtype)
-        e2 = e2 * m.unsqueeze(-1) * m.unsqueeze(-2)
-    a = e2 / e2.sum(dim=-1, keepdim=True).clamp_min(EPS)  # row-normalised A
-    eye = torch.eye(a.size(-1), dtype=a.dtype, device=a.device)
-    if mask is not None:
-        eye = eye * m.unsqueeze(-1)  # (B, N, N): no self-loop on padding nodes
-    a = a + eye  # A + I
-    deg_inv_sqrt = a.sum(dim=-1).clamp_min(EPS).rsqrt()  # (B, N)
-    return deg_inv_sqrt.unsqueeze(-1) * a * deg_inv_sqrt.unsqueeze(-2)
 
 
 class DenseAffinityGCN(torch.nn.Module):
