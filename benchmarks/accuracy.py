@@ -18,7 +18,8 @@ separate models (one query is one point of rank-1), so:
 Each model is evaluated as ``stgraph train`` does (cosine distance, the default) and with
 euclidean distance (the checkpoint re-evaluated, kept in ``metrics_euclidean.json``; runs
 made before cosine became the default ranked by euclidean and keep ``metrics_cosine.json``).
-Every run is one ``stgraph train`` command (printed, and kept in the JSON), written to
+Every run is one ``stgraph train`` command (printed, and kept in the JSON; run in-process
+through :func:`stgraph.recipe.train` with the command's settings), written to
 ``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
 run again, so the script can be stopped and resumed, and a row can be added later.
 ``--merge OLD.json`` takes runs recorded in an earlier output with the same command (e.g.
@@ -45,6 +46,7 @@ import argparse
 import json
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,8 +55,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timer import machine, save_results  # noqa: E402
 
-from stgraph.cli import main as stgraph  # noqa: E402
+from stgraph.config import TrainSettings  # noqa: E402
 from stgraph.models import list_models  # noqa: E402
+from stgraph.recipe import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CUHK03 = ROOT.parent / "shared" / "data" / "cuhk03-pair1"
@@ -88,6 +91,15 @@ def data_args(args) -> list[str]:
     return out
 
 
+def settings_of(cmd: list[str]) -> TrainSettings:
+    """The :class:`~stgraph.config.TrainSettings` of a ``stgraph train`` command line
+    (``["train", "--model", ...]``, parsed by the command's own parser, so that every
+    run is recorded as the command that repeats it)."""
+    from stgraph.cli import build_parser
+
+    return TrainSettings.from_mapping(vars(build_parser().parse_args(cmd)))
+
+
 def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
     """The run's checkpoint evaluated with ``metric`` (the distance the run did not rank
     by), from the cache (through its tail, at the cache's cut) or from the frames; kept in
@@ -95,7 +107,8 @@ def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
     path = out / f"metrics_{metric}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from stgraph.cli import _load_dataset, load_checkpoint
+    from stgraph.checkpoint import load_checkpoint
+    from stgraph.config import load_dataset
     from stgraph.models.base import ranked_by
 
     model, cfg = load_checkpoint(out / "checkpoint.pth")
@@ -107,9 +120,9 @@ def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
         head = ranked_by(FeatureMapHead(model, fc.image_size, fc.cut), feature)
         metrics = evaluate_cached(head, fc, cfg["seq_len"], metric=metric, progress=False)
     else:
-        from stgraph.engine import evaluate
+        from stgraph.eval import evaluate
 
-        metrics = evaluate(ranked_by(model, feature), _load_dataset(cfg["dataset"]),
+        metrics = evaluate(ranked_by(model, feature), load_dataset(cfg["dataset"]),
                            cfg["seq_len"], cfg["height"], cfg["width"], metric=metric,
                            progress=False)
     path.write_text(json.dumps(metrics))
@@ -172,9 +185,7 @@ def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None
         t0 = time.perf_counter()
         print(f"$ {entry['command']}", flush=True)
         # a run killed before it finished continues from its last.pth
-        rc = stgraph([*cmd, "--resume"] if (out / "last.pth").is_file() else cmd)
-        if rc != 0:
-            raise SystemExit(f"run failed ({rc}): {entry['command']}")
+        train(settings_of([*cmd, "--resume"] if (out / "last.pth").is_file() else cmd))
         entry["wall_s"] = time.perf_counter() - t0
     else:
         entry["reused"] = True
@@ -304,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
                        str(width), "--out", cache, "--no-progress",
                        *(["--cut", cut] if cut else [])]
                 print(f"$ stgraph {shlex.join(cmd)}", flush=True)
-                if stgraph(cmd) != 0:
+                if subprocess.run([sys.executable, "-m", "stgraph", *cmd]).returncode != 0:
                     raise SystemExit("building the feature cache failed")
         if (Path(cache) / "manifest.json").is_file():
             from stgraph.cache import FeatureCache

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timer import machine, save_results  # noqa: E402
 
 from stgraph.cache import CachedTestClips, FeatureCache, FeatureMapHead  # noqa: E402
-from stgraph.cli import load_checkpoint  # noqa: E402
-from stgraph.engine import rank_features  # noqa: E402
+from stgraph.checkpoint import load_checkpoint  # noqa: E402
+from stgraph.eval import rank_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

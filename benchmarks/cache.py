@@ -46,10 +46,11 @@ from stgraph.cache import (  # noqa: E402
     make_cached_train_loader,
 )
 from stgraph.data import create_dataset  # noqa: E402
-from stgraph.engine import build_optimizer, takes_keypoints, train_one_epoch  # noqa: E402
+from stgraph.engine import build_optimizer, train_one_epoch  # noqa: E402
 from stgraph.losses import ReIDLoss  # noqa: E402
 from stgraph.models import create_model  # noqa: E402
 from stgraph.models.backbones import build_backbone  # noqa: E402
+from stgraph.models.base import takes_keypoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CUHK03 = ROOT.parent / "shared" / "data" / "cuhk03-pair1"

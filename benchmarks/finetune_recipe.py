@@ -51,7 +51,7 @@ VARIANTS = {
 def untrained(args) -> dict:
     """The untrained model's evaluation (ImageNet features) with both distances."""
     from stgraph.data import create_dataset
-    from stgraph.engine import evaluate
+    from stgraph.eval import evaluate
     from stgraph.models import create_model
 
     flags = data_args(args)  # ["--dataset", NAME, "--root", ROOT, ...]
@@ -73,7 +73,7 @@ def reevaluate(run: Path, args) -> dict:
     """``last.pth`` ranked by both distances and both features."""
     from stgraph.checkpoint import load_checkpoint
     from stgraph.data import create_dataset
-    from stgraph.engine import evaluate
+    from stgraph.eval import evaluate
     from stgraph.models.base import ranked_by
 
     model, cfg = load_checkpoint(run / "last.pth")

@@ -72,10 +72,10 @@ def _dataset(args, takes_keypoints: bool):
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from stgraph.engine import takes_keypoints
     from stgraph.export import OnnxEmbedder, export_onnx
     from stgraph.inference import FeatureExtractor
     from stgraph.models import list_models
+    from stgraph.models.base import takes_keypoints
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="a checkpoint of 'stgraph train' (else --model)")
@@ -100,15 +100,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
 
     model, info = _model(args)
-    size = (info["height"], info["width"], info["seq_len"])
+    size = {"seq_len": info["seq_len"], "height": info["height"], "width": info["width"]}
     dataset = _dataset(args, takes_keypoints(model))
     tracklets = list(dataset.query) + list(dataset.gallery)
-    eager = FeatureExtractor(model, *size, batch_size=args.batch)
+    eager = FeatureExtractor(model, **size, batch_size=args.batch)
     rows, feats = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx", height=size[0], width=size[1],
-                           seq_len=size[2])
-        runtime = FeatureExtractor(OnnxEmbedder(path, threads=args.threads), *size,
+        path = export_onnx(model, Path(tmp) / "model.onnx", **size)
+        runtime = FeatureExtractor(OnnxEmbedder(path, threads=args.threads), **size,
                                    batch_size=args.batch)
         for name, fx in (("eager", eager), ("onnxruntime", runtime)):
             m = measure(lambda fx=fx: fx.embed_dataset(dataset, tracklets),
@@ -124,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "data": "synthetic (quick)" if args.quick else str(args.root),
            **info, "batch": args.batch, "threads": args.threads, "rows": rows,
            "machine": machine()}
-    print(f"{info['model']} {size[0]}x{size[1]} T={size[2]}, {args.threads} threads, "
+    print(f"{info['model']} {size['height']}x{size['width']} T={size['seq_len']}, "
+          f"{args.threads} threads, "
           f"batch {args.batch}, data {res['data']}")
     head = f"{'backend':<12} | {'tracklets':>9} | {'clips':>6} | {'seconds':>8} | " \
            f"{'tracklets/s':>11} | {'max |onnx - eager|':>18}"

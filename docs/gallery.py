@@ -26,15 +26,15 @@ matplotlib.use("Agg")
 from stgraph.data import SyntheticReID, TestClipDataset  # noqa: E402
 from stgraph.engine import (  # noqa: E402
     build_optimizer,
-    evaluate,
     make_train_loader,
-    takes_keypoints,
     train_one_epoch,
     warmup_cosine,
 )
+from stgraph.eval import evaluate_with_distances  # noqa: E402
 from stgraph.graph import COCO17  # noqa: E402
 from stgraph.losses import ReIDLoss  # noqa: E402
 from stgraph.models import create_model  # noqa: E402
+from stgraph.models.base import takes_keypoints  # noqa: E402
 from stgraph.viz import (  # noqa: E402
     plot_cmc,
     plot_model_graph,
@@ -136,8 +136,8 @@ def main() -> None:
             fig = plot_model_graph(model, clips, "adjacency", layer="spatial.convs.0")
             save(fig, "stgcn_spatial_adjacency")
 
-        metrics, distmat = evaluate(model, dataset, SEQ_LEN, HEIGHT, WIDTH, batch_size=16,
-                                    progress=False, return_distances=True)
+        metrics, distmat = evaluate_with_distances(model, dataset, SEQ_LEN, HEIGHT, WIDTH,
+                                                   batch_size=16, progress=False)
         print(f"{name}: rank-1 {100 * metrics['rank1']:.1f}%  mAP {100 * metrics['mAP']:.1f}%")
         results[name] = metrics
         row = distmat[0]

@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
 
             torch.manual_seed(0)
             model = create_model("tp", num_classes=2, backbone="resnet18")
-            fx = FeatureExtractor(model, height=64, width=32, seq_len=4)
+            fx = FeatureExtractor(model, seq_len=4, height=64, width=32)
         tracks = list_tracklet_folders(root)
         names = [n for n, _ in tracks]
         feats = fx.embed_batch([frames for _, frames in tracks])  # (N, D)

@@ -29,17 +29,12 @@ from pathlib import Path
 
 import torch
 
-from stgraph.cli import load_checkpoint
+from stgraph.checkpoint import load_checkpoint
 from stgraph.data import SyntheticReID, TestClipDataset, create_dataset
-from stgraph.engine import (
-    build_optimizer,
-    make_train_loader,
-    takes_keypoints,
-    train_one_epoch,
-    warmup_cosine,
-)
+from stgraph.engine import build_optimizer, make_train_loader, train_one_epoch, warmup_cosine
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model, record_graphs
+from stgraph.models.base import takes_keypoints
 from stgraph.viz import (
     clip_to_images,
     plot_adjacency,

@@ -20,16 +20,11 @@ import torch
 
 from stgraph.checkpoint import save_checkpoint
 from stgraph.data import SyntheticReID
-from stgraph.engine import (
-    Trainer,
-    build_optimizer,
-    evaluate,
-    make_train_loader,
-    takes_keypoints,
-    warmup_cosine,
-)
+from stgraph.engine import Trainer, build_optimizer, make_train_loader, warmup_cosine
+from stgraph.eval import evaluate
 from stgraph.losses import ReIDLoss
 from stgraph.models import create_model
+from stgraph.models.base import takes_keypoints
 
 
 def parse_args(argv=None) -> argparse.Namespace:

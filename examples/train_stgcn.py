@@ -1,34 +1,30 @@
-"""Train STGCN on a small synthetic dataset with stgraph's engine functions (not the CLI).
+"""Train STGCN on a small synthetic dataset from Python, through the public training function.
 
     python examples/train_stgcn.py                     # about 20 s on 2 CPU cores
     python examples/train_stgcn.py --ids 64 --test-ids 32 --epochs 20 --batch-instances 4
     python examples/train_stgcn.py --backbone resnet50 --height 256 --width 128 --threads 0
 
-Builds a SyntheticReID dataset (procedurally drawn pedestrians, no files), creates STGCN
-from the model registry, trains it with ``make_train_loader`` / ``Trainer`` /
-``build_optimizer`` / ``warmup_cosine`` and the ``ReIDLoss`` of the papers (label-smoothed
-cross-entropy + batch-hard triplet), then evaluates query vs gallery with ``evaluate`` and
-prints rank-1 / rank-5 / mAP. The defaults are tiny so that it runs in CI; the second
-command above is the scale of the README's main job (``stgraph train``).
+The run is a :class:`stgraph.config.TrainSettings` (one field per flag of ``stgraph
+train``) given to :func:`stgraph.recipe.train`, which does what ``stgraph train`` does: a
+SyntheticReID dataset (procedurally drawn pedestrians, no files; its size through
+``dataset_kwargs``), STGCN from the model registry, the PK-sampled loader, the ``ReIDLoss``
+of the papers (label-smoothed cross-entropy + batch-hard triplet), Adam with warm-up and
+cosine decay, the :class:`~stgraph.engine.Trainer`, then the query vs gallery evaluation;
+it writes ``OUTPUT/metrics.json`` and ``OUTPUT/checkpoint.pth`` and returns the metrics.
+The defaults are tiny so that it runs in CI; the second command above is the scale of the
+README's main job (``stgraph train``).
 """
 
 import argparse
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from stgraph.checkpoint import save_checkpoint
-from stgraph.data import SyntheticReID
-from stgraph.engine import (
-    Trainer,
-    build_optimizer,
-    evaluate,
-    make_train_loader,
-    takes_keypoints,
-    warmup_cosine,
-)
-from stgraph.losses import ReIDLoss
-from stgraph.models import create_model
+from stgraph.config import TrainSettings
+from stgraph.recipe import train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,61 +48,37 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "0: torch's default, all cores)")
     p.add_argument("--save", help="write a checkpoint (.pth) that stgraph evaluate / plot and "
                                   "examples/plot_learned_topology.py --checkpoint read")
+    p.add_argument("--output", help="the run's folder (default: a temporary one)")
     return p.parse_args(argv)
-
-
-def write_checkpoint(args, model, dataset, metrics) -> None:
-    """A checkpoint in the format of ``stgraph train``, so the CLI's tools can read it."""
-    kwargs = {"backbone": args.backbone, "seq_len": args.seq_len,
-              "num_patches": args.num_patches}
-    config = {"model": "stgcn", "model_kwargs": kwargs, "num_classes": dataset.num_train_pids,
-              "dataset": {"name": "synthetic", "num_train_ids": args.ids,
-                          "num_test_ids": args.test_ids, "image_size": list(dataset.image_size),
-                          "seed": args.seed},
-              "seq_len": args.seq_len, "height": args.height, "width": args.width}
-    print(f"wrote {save_checkpoint(args.save, model, config, metrics)}")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     # Frames are rendered at 128x64 (or the input size if larger) and resized to the input.
-    render = (max(128, args.height), max(64, args.width))
-    dataset = SyntheticReID(num_train_ids=args.ids, num_test_ids=args.test_ids,
-                            image_size=render, seed=args.seed)
-    print(dataset.summary())
-
-    model = create_model("stgcn", num_classes=dataset.num_train_pids, backbone=args.backbone,
-                         pretrained=args.pretrained, seq_len=args.seq_len,
-                         num_patches=args.num_patches)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"STGCN ({args.backbone}, {args.num_patches} patches x {args.seq_len} frames): "
-          f"{params / 1e6:.2f} M parameters")
-
-    loader = make_train_loader(dataset, args.seq_len, args.height, args.width, args.batch_ids,
-                               args.batch_instances, seed=args.seed,
-                               keypoints=takes_keypoints(model))  # False for STGCN
-    criterion = ReIDLoss(dataset.num_train_pids)
-    optimizer = build_optimizer(model, args.lr)
-    scheduler = warmup_cosine(optimizer, total_steps=args.epochs * len(loader),
-                              warmup_steps=len(loader))  # one epoch of warm-up
-    print(f"training: {len(loader)} batches of {args.batch_ids} x {args.batch_instances} clips "
-          f"of {args.seq_len} x 3 x {args.height} x {args.width} per epoch")
-    # Trainer: the loop of stgraph train (one plain line per epoch; with output=FOLDER and
-    # config=... it also writes last.pth / log.jsonl every epoch and can resume)
-    Trainer(model, loader, criterion, optimizer, scheduler, epochs=args.epochs).fit()
-
-    metrics = evaluate(model, dataset, args.seq_len, args.height, args.width, progress=False)
-    chance = 1 / len({t.pid for t in dataset.gallery})
-    print(f"evaluation: {metrics['num_query']} queries vs {metrics['num_gallery']} gallery "
-          f"tracklets (chance rank-1 {chance:.3f})")
-    print(f"rank-1 {metrics['rank1']:.4f}  rank-5 {metrics['rank5']:.4f}  "
-          f"mAP {metrics['mAP']:.4f}")
-    if args.save:
-        write_checkpoint(args, model, dataset, metrics)
+    render = [max(128, args.height), max(64, args.width)]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = TrainSettings(
+            model="stgcn", dataset="synthetic",
+            dataset_kwargs={"num_train_ids": args.ids, "num_test_ids": args.test_ids,
+                            "image_size": render, "seed": args.seed},
+            backbone=args.backbone, pretrained=args.pretrained, height=args.height,
+            width=args.width, seq_len=args.seq_len, epochs=args.epochs,
+            batch_ids=args.batch_ids, batch_instances=args.batch_instances,
+            num_patches=args.num_patches, lr=args.lr, seed=args.seed, workers=0,
+            no_progress=True, output=args.output or str(Path(tmp) / "run"))
+        metrics = train(settings)  # prints the dataset, one line per epoch, the metrics
+        chance = 1 / args.test_ids  # one gallery tracklet per test identity and camera
+        print(f"evaluation: {metrics['num_query']} queries vs {metrics['num_gallery']} "
+              f"gallery tracklets (chance rank-1 {chance:.3f})")
+        print(f"rank-1 {metrics['rank1']:.4f}  rank-5 {metrics['rank5']:.4f}  "
+              f"mAP {metrics['mAP']:.4f}")
+        if args.save:  # the checkpoint stgraph evaluate / plot read
+            Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(settings.output) / "checkpoint.pth", args.save)
+            print(f"wrote {args.save}")
     print(f"done in {time.perf_counter() - t0:.1f}s")
     return metrics
 

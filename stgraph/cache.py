@@ -121,7 +121,7 @@ class CachedTracklet:
     camid: int
 
 
-class _Frames(Dataset):
+class _FrameImages(Dataset):
     """Single frames of a dataset, resized and normalised, with their keypoints."""
 
     def __init__(self, dataset: VideoReIDDataset, keys: Sequence[Hashable], height: int,
@@ -203,7 +203,7 @@ def build_feature_cache(dataset: VideoReIDDataset, backbone: nn.Module, out: str
         shape = (2, len(keys), *probe.shape[1:])  # (2, F, C, h, w)
         maps = np.lib.format.open_memmap(out / _MAPS, mode="w+", dtype=np.float16, shape=shape)
         keypoints = np.zeros((2, len(keys), 17, 3), dtype=np.float32)
-        loader = DataLoader(_Frames(dataset, keys, height, width), batch_size=batch_size,
+        loader = DataLoader(_FrameImages(dataset, keys, height, width), batch_size=batch_size,
                             num_workers=workers)
         start = 0
         from stgraph.graph.keypoints import flip_keypoints
@@ -535,7 +535,7 @@ class FeatureMapHead(nn.Module):
         if cut != "end":
             if not hasattr(model.backbone, "check_cut"):
                 raise ValueError(f"backbone {type(model.backbone).__name__} has no cut points; "
-                                 "use a cache made with --cut end")
+                                 "use a cache made at cut 'end'")
             model.backbone.check_cut(cut)
             tail = {id(p) for p in model.backbone.tail_parameters(cut)}
         for p in model.backbone.parameters():
@@ -582,14 +582,13 @@ def evaluate_cached(head: FeatureMapHead, cache: FeatureCache, seq_len: int,
                     metric: str = "cosine", pool: str = "mean", workers: int = 0,
                     progress: bool = True, ranks: Sequence[int] = (1, 5, 10, 20),
                     protocol: str = "torchreid", rerank: bool = False) -> dict:
-    """Query/gallery evaluation from cached maps: :func:`stgraph.engine.evaluate` on a cache.
+    """Query/gallery evaluation from cached maps: :func:`stgraph.eval.evaluate` on a cache.
 
     Every frame of every query and gallery tracklet, unflipped, in consecutive clips;
     clip embeddings pooled per tracklet by ``pool``; CMC and mAP by
-    :func:`stgraph.engine.rank_features`. Arguments and result as ``evaluate``.
+    :func:`stgraph.eval.rank_features`. Arguments and result as ``evaluate``.
     """
-    from stgraph.engine import rank_features
-    from stgraph.eval import extract_features
+    from stgraph.eval import extract_features, rank_features
 
     keypoints = "keypoints" in head.input_keys
     feats = []

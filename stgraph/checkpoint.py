@@ -30,20 +30,24 @@ from pathlib import Path
 
 import torch
 
+from stgraph.errors import NamesSettings, Setting, SettingError, SettingWarning
 from stgraph.models import create_model, get_model_class
 from stgraph.models.backbones.loading import not_a_torch_file
 
 __all__ = [
     "CHECKPOINT_KEYS",
     "METRIC_KEYS",
+    "RUN_FILES",
     "CheckpointError",
     "OutputInUseError",
     "OutputLock",
     "atomic_write",
+    "check_output_folder",
     "load_checkpoint",
     "load_training_state",
     "read_checkpoint_file",
     "resolved_model_kwargs",
+    "resume_state",
     "save_checkpoint",
     "save_training_state",
     "write_json",
@@ -60,8 +64,9 @@ class CheckpointError(ValueError):
     """A file that is not a readable stgraph checkpoint (truncated, empty, not ours)."""
 
 
-class OutputInUseError(RuntimeError):
-    """An output folder locked by another live process."""
+class OutputInUseError(NamesSettings, RuntimeError):
+    """An output folder locked by another live process (the message names the ``output``
+    setting, :mod:`stgraph.errors`)."""
 
 
 def _umask() -> int:
@@ -288,7 +293,7 @@ def load_training_state(path: str | os.PathLike, device="cpu") -> dict:
     ckpt = read_checkpoint_file(path, device)
     if ckpt.get("format") != TRAINING_STATE_FORMAT or "trainer" not in ckpt:
         raise CheckpointError(f"{path} is not a training state written by stgraph train "
-                              "(no 'trainer' entry); --resume needs OUTPUT/last.pth")
+                              "(no 'trainer' entry); resuming needs a run's last.pth")
     return ckpt
 
 
@@ -333,7 +338,8 @@ class OutputLock:
                 json.dump(self._info(), f)
             self.held = True
             return self
-        raise OutputInUseError(f"cannot take the lock {self.path}: another run keeps taking it")
+        raise OutputInUseError("cannot take the lock {lock}: another run keeps taking it",
+                               lock=self.path)
 
     def check_not_in_use(self) -> dict:
         """Raise :class:`OutputInUseError` if a live process (or one on another host)
@@ -350,19 +356,22 @@ class OutputLock:
         folder = self.path.parent
         if isinstance(pid, int) and host not in (None, socket.gethostname()):
             raise OutputInUseError(
-                f"--output {folder} is in use by process {pid} on host {host} (lock file "
-                f"{self.path}); wait for that run, choose another --output, or delete the "
-                "lock file if that run is dead")
+                "{output} {folder} is in use by process {pid} on host {host} (lock file "
+                "{lock}); wait for that run, choose another {output}, or delete the "
+                "lock file if that run is dead", folder=folder, pid=pid, host=host,
+                lock=self.path)
         if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid):
             raise OutputInUseError(
-                f"--output {folder} is in use by a running process ({pid}, lock file "
-                f"{self.path}); wait for that run to finish or choose another --output")
+                "{output} {folder} is in use by a running process ({pid}, lock file "
+                "{lock}); wait for that run to finish or choose another {output}",
+                folder=folder, pid=pid, lock=self.path)
         return info
 
     def _check_stale(self) -> None:
         pid = self.check_not_in_use().get("pid")
-        warnings.warn(f"taking over the stale lock {self.path} of process {pid}, which is no "
-                      "longer running (an interrupted run)", UserWarning, stacklevel=3)
+        warnings.warn(SettingWarning("taking over the stale lock {lock} of process {pid}, "
+                                     "which is no longer running (an interrupted run)",
+                                     lock=self.path, pid=pid), stacklevel=3)
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -381,3 +390,101 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ------------------------------------------------------------------ run folders
+
+#: Files of a run that a new run (without ``resume``) would replace.
+RUN_FILES = ("checkpoint.pth", "metrics.json", "last.pth", "best.pth", "log.jsonl")
+
+
+def check_output_folder(out: str | os.PathLike) -> None:
+    """Refuse an output folder that cannot become a writable folder, before any work.
+
+    Raises:
+        SettingError: it is a file, a parent is a file, or the first existing folder on
+            its path is not writable (the message names the ``output`` setting).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SettingError("{output} {out} is a file, not a folder", out=out)
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise SettingError("{output} {out}: {probe} is a file, so the folder cannot be "
+                           "created", out=out, probe=probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SettingError("{output} {out}: {probe} is not writable", out=out, probe=probe)
+    try:  # access() trusts the mode bits; /proc, a read-only mount... refuse only on trying
+        with tempfile.TemporaryDirectory(dir=probe, prefix=".stgraph-probe-"):
+            pass
+    except OSError as err:
+        raise SettingError("{output} {out}: cannot create a folder in {probe} ({why})",
+                           out=out, probe=probe, why=err.strerror or err) from None
+
+
+def resume_state(out: str | os.PathLike, settings: dict, resume: bool, overwrite: bool,
+                 epochs: int, may_differ: tuple[str, ...] = (), check_lock: bool = True):
+    """The training state a run in folder ``out`` continues from, or :obj:`None` for a
+    new run: the rules of an output folder.
+
+    * A folder a live run holds (:class:`OutputLock`) is refused first (``check_lock``), so
+      that a running run is reported as running, not as an interrupted one.
+    * With ``resume``, ``out/last.pth`` must exist, its recorded settings
+      (``config["args"]``) must equal ``settings`` but for the names in ``may_differ``
+      (a setting newer than ``last.pth`` passes at its default, False or None), and it
+      must have at most ``epochs`` epochs done.
+    * Without it, a folder that holds a run (:data:`RUN_FILES`) is refused unless
+      ``overwrite``.
+
+    Raises:
+        SettingError: ``resume`` without ``last.pth``, settings differing from the saved
+            run's (each named with both values), more epochs done than ``epochs``, or,
+            without ``resume`` / ``overwrite``, a folder that already holds a run.
+        OutputInUseError: a live process holds the folder.
+        CheckpointError: ``last.pth`` is not a training state.
+    """
+    out = Path(out)
+    last = out / "last.pth"
+    if check_lock:
+        OutputLock(out).check_not_in_use()
+    if resume:
+        if not last.is_file():
+            raise SettingError("{resume}: {last} not found, nothing to continue (run without "
+                               "{resume} to start)", last=last)
+        state = load_training_state(last)
+        saved = state["config"].get("args", {})
+        differ = []
+        for key in sorted(set(saved) | set(settings)):
+            if key in may_differ or saved.get(key) == settings.get(key):
+                continue
+            if key not in saved and settings.get(key) in (False, None):
+                continue  # a setting newer than last.pth, at its default
+            differ.append((key, settings.get(key), saved.get(key)))
+        if differ:
+            parts = {f"k{i}": Setting(k) for i, (k, _, _) in enumerate(differ)}
+            template = "; ".join(f"{{k{i}}} {{now{i}!r}} (last.pth: {{saved{i}!r}})"
+                                 for i in range(len(differ)))
+            values = {**parts, **{f"now{i}": v for i, (_, v, _) in enumerate(differ)},
+                      **{f"saved{i}": v for i, (_, _, v) in enumerate(differ)}}
+            raise SettingError("{resume}: the settings differ from the run in {out}: "
+                               + template + ". Only {epochs} may change; give the same "
+                               "settings, or {overwrite} to start again", out=out, **values)
+        done = state["trainer"]["epoch"]
+        if done > epochs:
+            raise SettingError("{resume}: {last} has {done} epochs done, more than "
+                               "{epochs} {n}", last=last, done=done, n=epochs)
+        return state
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        if "checkpoint.pth" in present or "metrics.json" in present:
+            what = "a finished run"
+        else:
+            what = "an interrupted run (add {resume} to continue it)"
+        raise SettingError("{output} {out} holds " + what + ": {present}; pass {overwrite} "
+                           "to replace it or choose another {output}", out=out,
+                           present=", ".join(present))
+    return None

@@ -7,10 +7,8 @@ Examples::
     stgraph rank --query query.npz --gallery gallery.npz --metric cosine --top 10
     stgraph export --checkpoint run/checkpoint.pth --out model.onnx --check
 
-A features file (``.npz``) holds ``features`` (N, D) float32, ``pids`` and ``camids``
-(N,) int64 (-1 where unknown, e.g. for ``--frames-dir``), ``names`` (N,) str (the
-tracklet's folder, or ``split/index`` for generated data), and ``model``, ``checkpoint``,
-``pool`` (0-d str arrays).
+A features file (``.npz``) is :func:`stgraph.inference.save_features`'s (read it with
+:func:`stgraph.inference.load_features`).
 """
 
 from __future__ import annotations
@@ -20,61 +18,14 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
+
+from stgraph.cli_args import HelpFormatter, add_data_args, add_embedding_args, progress_bars
+from stgraph.config import dataset_config, load_dataset, resolve_device
+from stgraph.inference import load_features, save_features
 
 __all__ = ["add_export_parser", "add_extract_parser", "add_rank_parser", "load_features",
            "run_export", "run_extract", "run_rank", "save_features"]
-
-
-# ------------------------------------------------------------------ features files
-
-
-def save_features(path: str | os.PathLike, features: torch.Tensor, pids, camids, names,
-                  **meta: str) -> Path:
-    """Write a features file (see the module docstring); its folder is created.
-
-    Raises:
-        ValueError: ``pids`` / ``camids`` / ``names`` not one entry per row.
-    """
-    feats = features.detach().cpu().to(torch.float32).numpy()
-    pids, camids = np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)
-    names = np.asarray([str(n) for n in names])
-    if not len(pids) == len(camids) == len(names) == len(feats):
-        raise ValueError(f"save_features: {len(feats)} rows but {len(pids)} pids, "
-                         f"{len(camids)} camids, {len(names)} names")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:  # a file object: np.savez would append .npz to the name
-        np.savez(f, features=feats, pids=pids, camids=camids, names=names,
-                 **{k: np.asarray(str(v)) for k, v in meta.items()})
-    return path
-
-
-def load_features(path: str | os.PathLike) -> dict:
-    """A features file as a dict: ``features`` (N, D) float32 tensor, ``pids``,
-    ``camids`` (N,) int64 arrays, ``names`` (N,) list of str, and its other entries.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: not a features file (the message names the missing entries).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"features file not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    missing = [k for k in ("features", "pids", "camids", "names") if k not in data]
-    if missing:
-        raise ValueError(f"{path} is not a features file of 'stgraph extract': no {missing}")
-    feats = data["features"]
-    if feats.ndim != 2 or len(feats) != len(data["pids"]):
-        raise ValueError(f"{path}: features of shape {feats.shape} for {len(data['pids'])} "
-                         "pids; expected (N, D)")
-    out = {k: (v.item() if v.ndim == 0 else v) for k, v in data.items()}
-    out["features"] = torch.from_numpy(feats)
-    out["names"] = [str(n) for n in data["names"]]
-    return out
 
 
 # ------------------------------------------------------------------ extract
@@ -82,13 +33,12 @@ def load_features(path: str | os.PathLike) -> dict:
 
 def add_extract_parser(subparsers) -> argparse.ArgumentParser:
     """The ``extract`` sub-command: embeddings of a dataset split or of a folder."""
-    from stgraph.cli import _add_data_args
-
     p = subparsers.add_parser(
-        "extract", help="embed the tracklets of a dataset split or of a folder (one "
-                        "sub-folder per tracklet) with a checkpoint; write a .npz")
+        "extract", formatter_class=HelpFormatter,
+        help="embed the tracklets of a dataset split or of a folder (one sub-folder per "
+             "tracklet) with a checkpoint; write a .npz")
     p.add_argument("--checkpoint", required=True)
-    _add_data_args(p, required=False)
+    add_data_args(p, required=False)
     p.add_argument("--split", choices=["query", "gallery", "train"], default=None,
                    help="the dataset's tracklets to embed (default query); the dataset is "
                         "the checkpoint's unless --dataset is given")
@@ -97,12 +47,7 @@ def add_extract_parser(subparsers) -> argparse.ArgumentParser:
                         "tracklet (pids and camids -1); --keypoints: a COCO results file "
                         "whose image_id is the frame path relative to DIR")
     p.add_argument("--out", required=True, help="features file (.npz)")
-    p.add_argument("--pool", default="mean", choices=["mean", "max"],
-                   help="pooling of clip features per tracklet")
-    p.add_argument("--test-batch", type=int, default=32, help="clips per batch")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_embedding_args(p)  # as stgraph evaluate: the same checks and defaults
     return p
 
 
@@ -115,16 +60,16 @@ def _tracklet_name(split: str, i: int, frames: tuple) -> str:
 
 def run_extract(args: argparse.Namespace) -> int:
     """Run ``stgraph extract``; returns the exit status."""
-    from stgraph.cli import _bars, _dataset_config, _device, _load_dataset
     from stgraph.inference import FeatureExtractor, list_tracklet_folders
 
     if args.frames_dir and (args.dataset or args.split):
         raise ValueError("--frames-dir embeds a folder: not with --dataset or --split")
-    device = _device(args.device)
-    progress = not args.no_progress  # the messages; bars only on a terminal (_bars)
+    device = resolve_device(args.device)
+    progress = not args.no_progress  # the messages; bars only on a terminal
     if args.frames_dir:
         fx = FeatureExtractor.from_checkpoint(args.checkpoint, device, pool=args.pool,
                                               batch_size=args.test_batch,
+                                              feature=args.eval_feature,
                                               keypoints_file=args.keypoints,
                                               keypoints_root=args.frames_dir)
         tracks = list_tracklet_folders(args.frames_dir)
@@ -135,14 +80,17 @@ def run_extract(args: argparse.Namespace) -> int:
         pids = camids = [-1] * len(tracks)
     else:
         fx = FeatureExtractor.from_checkpoint(args.checkpoint, device, pool=args.pool,
-                                              batch_size=args.test_batch)
-        dataset = _load_dataset(_dataset_config(args, base=fx.config.get("dataset")))
+                                              batch_size=args.test_batch,
+                                              feature=args.eval_feature)
+        dataset = load_dataset(dataset_config(args.dataset, args.root, args.split_file,
+                                              args.split_id, args.keypoints,
+                                              base=fx.config.get("dataset")))
         split = args.split or "query"
         tracklets = getattr(dataset, split)
         if progress:
             print(f"embedding the {len(tracklets)} {split} tracklets of {dataset.name}")
         feats = fx.embed_dataset(dataset, tracklets, workers=args.workers,
-                                 progress=_bars(args))
+                                 progress=progress_bars(args))
         names = [_tracklet_name(split, i, t.frames) for i, t in enumerate(tracklets)]
         pids = [t.pid for t in tracklets]
         camids = [t.camid for t in tracklets]
@@ -177,12 +125,10 @@ def run_rank(args: argparse.Namespace) -> int:
 
     Prints each query's ``--top`` nearest gallery tracklets (all of the gallery, same
     camera included); when every pid of both files is known (>= 0), also rank-1/5/10/20
-    and mAP under the torchreid protocol (:func:`stgraph.engine.rank_features`: the
+    and mAP under the torchreid protocol (:func:`stgraph.eval.rank_features`: the
     gallery tracklets of the query's pid *and* camera are left out of its ranking).
     """
-    from stgraph.cli import format_table
-    from stgraph.engine import rank_features
-    from stgraph.eval import compute_distance_matrix
+    from stgraph.eval import compute_distance_matrix, format_table, rank_features
 
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")

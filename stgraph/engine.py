@@ -8,7 +8,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,37 +16,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from stgraph.data import PKSampler, TestClipDataset, TrainClipDataset, VideoReIDDataset
-from stgraph.eval import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
-from stgraph.eval.features import to_model
+from stgraph.data import PKSampler, TrainClipDataset, VideoReIDDataset
+from stgraph.eval.evaluate import evaluate, rank_features  # noqa: F401 (the old home)
+from stgraph.models.base import model_inputs, takes_keypoints, to_model  # noqa: F401 (the old home)
 
 __all__ = [
     "EVAL_LOG_KEYS",
     "Trainer",
     "build_optimizer",
-    "evaluate",
     "make_train_loader",
     "mixed_precision",
-    "model_inputs",
-    "rank_features",
     "rng_state",
     "set_rng_state",
-    "takes_keypoints",
     "train_one_epoch",
     "warmup_cosine",
 ]
-
-
-def takes_keypoints(model: nn.Module) -> bool:
-    """Whether ``model`` takes per-frame keypoints (its ``input_keys`` name them), e.g. CTL."""
-    return "keypoints" in getattr(model, "input_keys", ())
-
-
-def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> dict:
-    """The extra batch entries ``model`` takes (``model.input_keys``), moved to ``device``
-    (floating ones in the model's :func:`parameter_dtype`)."""
-    return {k: to_model(batch[k], model, device)
-            for k in getattr(model, "input_keys", ()) if k in batch}
 
 
 def make_train_loader(dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
@@ -200,104 +183,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
     trainer = Trainer(model, loader, criterion, optimizer, scheduler, epochs=epoch + 1,
                       device=device, progress=progress, verbose=False)
     return trainer.run_epoch(epoch)
-
-
-def _features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
-              workers, progress, desc):
-    from stgraph import distributed
-
-    n, shards = len(tracklets), distributed.world_size()
-    if distributed.is_distributed() and n >= shards:
-        # every process embeds the tracklets r, r + N, r + 2N, ...; the rows are gathered
-        # and put back in order (each process ends up with every tracklet's feature)
-        r = distributed.rank()
-        feats = _local_features(model, dataset, tracklets[r::shards], seq_len, height, width,
-                                batch_size, device, pool, workers, progress and r == 0, desc)
-        rows = distributed.all_gather_rows(feats)
-        order = torch.cat([torch.arange(k, n, shards) for k in range(shards)])
-        out = torch.empty_like(rows)
-        out[order.to(rows.device)] = rows
-        return out
-    return _local_features(model, dataset, tracklets, seq_len, height, width, batch_size, device,
-                           pool, workers, progress, desc)
-
-
-def _local_features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
-                    workers, progress, desc):
-    clips = TestClipDataset(dataset, tracklets, seq_len, height, width,
-                            keypoints=takes_keypoints(model))
-    loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
-    if progress:
-        print(f"extracting {desc} features: {len(tracklets)} tracklets, {len(clips)} clips")
-    return extract_features(model, loader, clips.num_tracklets, device=device, pool=pool,
-                            progress=progress)
-
-
-def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: int, width: int,
-             batch_size: int = 32, device: str | torch.device = "cpu", metric: str = "cosine",
-             pool: str = "mean", workers: int = 0, progress: bool = True,
-             ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
-             rerank: bool = False, return_distances: bool = False):
-    """Query/gallery evaluation of a model on ``dataset``: CMC and mAP.
-
-    Every frame of every test tracklet is used, in consecutive ``seq_len``-frame
-    clips; clip embeddings are pooled per tracklet (``pool``); memory is bounded
-    by one batch of clips; a model that takes keypoints (:func:`takes_keypoints`)
-    gets each clip's keypoints. Distances by ``metric``, k-reciprocal re-ranked
-    (:func:`stgraph.eval.re_ranking`, k1 = 20, k2 = 6, lambda = 0.3) with
-    ``rerank``; CMC and mAP under ``protocol`` (:func:`stgraph.eval.evaluate_rank`:
-    ``"torchreid"`` or ``"mars-official"``; the gallery is whatever
-    ``dataset.gallery`` holds, e.g. ``MARS(..., protocol="mars-official")``).
-
-    In multi-process training (a process group of N > 1 processes, ``torchrun``) every
-    process calls it: each embeds every N-th tracklet, the features are gathered and
-    every process returns the same metrics. Run it inside ``torch.autocast`` for mixed
-    precision: the features are accumulated and ranked in float32.
-
-    Returns:
-        dict with ``rank1``, ``rank5``, ``rank10``, ``rank20`` and ``mAP`` (fractions in
-        [0, 1]), ``cmc`` (list, first 50 ranks), ``num_query``, ``num_gallery``,
-        ``num_valid_queries``, ``protocol``, ``rerank``; with ``return_distances``
-        the tuple ``(metrics, distmat)``, ``distmat`` the ``(Q, G)`` tensor ranked.
-    """
-    args = (seq_len, height, width, batch_size, device, pool, workers, progress)
-    qf = _features(model, dataset, dataset.query, *args, desc="query")
-    gf = _features(model, dataset, dataset.gallery, *args, desc="gallery")
-    return rank_features(qf, gf, dataset.query, dataset.gallery, metric=metric, ranks=ranks,
-                         protocol=protocol, rerank=rerank, return_distances=return_distances)
-
-
-def rank_features(qf, gf, query, gallery, metric: str = "cosine",
-                  ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
-                  rerank: bool = False, return_distances: bool = False):
-    """CMC and mAP of query features ``qf (Q, D)`` against gallery features ``gf (G, D)``.
-
-    ``query`` and ``gallery`` are the tracklets (anything with ``pid`` and ``camid``) in
-    the rows' order; the other arguments and the result are those of :func:`evaluate`.
-    """
-    if rerank:
-        distmat = re_ranking(qf, gf, metric=metric)
-    else:
-        distmat = compute_distance_matrix(qf, gf, metric=metric)
-    q_pids = [t.pid for t in query]
-    g_pids = [t.pid for t in gallery]
-    q_cams = [t.camid for t in query]
-    g_cams = [t.camid for t in gallery]
-    result = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50,
-                           protocol=protocol)
-    cmc = result["cmc"]
-    metrics = {f"rank{r}": float(cmc[min(r, len(cmc)) - 1]) for r in ranks}
-    metrics.update(
-        mAP=float(result["mAP"]),
-        cmc=[float(v) for v in cmc],
-        num_query=len(query),
-        num_gallery=len(gallery),
-        num_valid_queries=int(result["num_valid_queries"]),
-        protocol=protocol,
-        rerank=bool(rerank),
-        metric=metric,
-    )
-    return (metrics, distmat) if return_distances else metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,7 +354,8 @@ class Trainer:
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if not finite:
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step "
-                                     f"{step + 1}; lower --lr (the step was not applied)")
+                                     f"{step + 1}; lower the learning rate (the step was not "
+                                     "applied)")
         self.optimizer.zero_grad(set_to_none=True)
         self._lrs = [float(g["lr"]) for g in self.optimizer.param_groups]  # of this step
         if self.grad_scaler is not None:
@@ -481,8 +367,8 @@ class Trainer:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        parts["loss"] = loss.item()
-        return parts
+        parts["loss"] = loss.detach()
+        return parts  # 0-d tensors: read once per logged step (run_epoch)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """Train one pass over the loader as epoch ``epoch`` (0-based; it selects the data's
@@ -499,29 +385,34 @@ class Trainer:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         self._set_epoch(epoch)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # float64 sums, on the loss's device
         n = 0
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}",
-                   disable=not (self.progress and self.is_main), leave=False)
+        shown = self.progress and self.is_main
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}", disable=not shown, leave=False)
         for batch in bar:
             parts = self._step(batch, epoch, n)
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
+                v = torch.as_tensor(v).detach().to(torch.float64)
+                sums[k] = sums[k] + v if k in sums else v
             n += 1
-            bar.set_postfix(loss=f"{parts['loss']:.3f}", acc=f"{parts.get('acc', 0):.2f}")
+            if shown:  # the only per-step read of the loss terms (one host sync)
+                loss, acc = torch.stack([parts["loss"].double(), torch.as_tensor(
+                    parts.get("acc", 0.0), dtype=torch.float64, device=parts["loss"].device
+                )]).tolist()
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
         if n == 0:
             raise ValueError(
                 "the training loader yielded no batch: fewer tracklets than one P x K batch")
         from stgraph import distributed
 
+        keys = sorted(sums)
+        t = torch.stack([sums[k].reshape(()) for k in keys])  # one read for the epoch
         if distributed.is_distributed():  # the means over every process's clips
-            keys = sorted(sums)
-            t = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
             if str(self.device).startswith("cuda"):
                 t = t.to(self.device)
             torch.distributed.all_reduce(t)
-            sums = dict(zip(keys, (t / distributed.world_size()).tolist(), strict=True))
-        return {k: v / n for k, v in sums.items()}
+            t = t / distributed.world_size()
+        return {k: v / n for k, v in zip(keys, t.tolist(), strict=True)}
 
     def train_epoch(self) -> dict:
         """Train the next epoch (``self.epoch``), evaluate it when due, write its files and

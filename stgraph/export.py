@@ -5,7 +5,7 @@ dynamo exporter needs the extra ``onnxscript`` package):
 
 * inputs: ``clips`` :math:`(B, T, 3, H, W)` float32, normalised as
   :func:`~stgraph.data.transforms.load_clip` does, and for a model that takes keypoints
-  (:func:`stgraph.engine.takes_keypoints`, CTL) ``keypoints`` :math:`(B, T, 17, 3)`
+  (:func:`stgraph.models.base.takes_keypoints`, CTL) ``keypoints`` :math:`(B, T, 17, 3)`
   float32, rows ``(x, y, score)`` in pixels of the :math:`H \\times W` frames;
 * output: ``embedding`` :math:`(B, D)` float32, the model's eval-mode ``"embedding"``;
 * :math:`B` is dynamic (``dynamic_batch``); :math:`T`, :math:`H`, :math:`W` are fixed
@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stgraph.engine import takes_keypoints
+from stgraph.checkpoint import load_checkpoint
+from stgraph.models.base import takes_keypoints
 
 __all__ = ["EmbeddingGraph", "OnnxEmbedder", "check_onnx", "example_inputs", "export_onnx",
            "load_for_export", "onnx_session", "run_onnx"]
@@ -80,9 +81,11 @@ def _operator(err: Exception) -> str:
     return "unknown"
 
 
-def example_inputs(model: nn.Module, batch: int, height: int, width: int, seq_len: int,
+def example_inputs(model: nn.Module, batch: int, *, seq_len: int, height: int, width: int,
                    seed: int = 0) -> tuple[Tensor, ...]:
-    """Random inputs of the exported graph: ``(clips,)`` or ``(clips, keypoints)``.
+    """Random inputs of the exported graph: ``(clips,)`` or ``(clips, keypoints)``, clips
+    ``(batch, seq_len, 3, height, width)`` (the clip size keyword-only, in stgraph's one
+    order).
 
     Clips are standard normal (the scale of normalised frames); keypoints are the prior
     pose of the frame (:func:`~stgraph.graph.prior_pose`) moved by up to 2 pixels.
@@ -98,8 +101,8 @@ def example_inputs(model: nn.Module, batch: int, height: int, width: int, seq_le
     return clips, kp
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, height: int, width: int,
-                seq_len: int, opset: int = 17, dynamic_batch: bool = True) -> Path:
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, seq_len: int, height: int,
+                width: int, opset: int = 17, dynamic_batch: bool = True) -> Path:
     r"""Write the eval-mode embedding of ``model`` as an ONNX graph.
 
     The model is copied to the CPU and traced (TorchScript-based exporter) on a batch of
@@ -143,7 +146,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, height: int, width
         raise ValueError(f"export_onnx: model {label} was built for clips of "
                          f"seq_len={model_len} frames, got seq_len={seq_len}")
     graph = EmbeddingGraph(copy.deepcopy(model).cpu().float()).eval()
-    args = example_inputs(model, 2, height, width, seq_len)
+    args = example_inputs(model, 2, seq_len=seq_len, height=height, width=width)
     names = list(INPUT_NAMES[:len(args)])
     dynamic = ({n: {0: "batch"} for n in [*names, OUTPUT_NAME]} if dynamic_batch else None)
     path = Path(path)
@@ -183,7 +186,7 @@ def _add_metadata(path: Path, meta: dict[str, str]) -> None:
 def load_for_export(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """A checkpoint's model on the CPU with its graph layers on the dense path.
 
-    :func:`stgraph.cli.load_checkpoint`, then for a model trained with
+    :func:`stgraph.checkpoint.load_checkpoint`, then for a model trained with
     ``backend="pyg"`` / ``"triton"`` the same model rebuilt with ``backend="torch"``
     (the same parameters and numbers) and the checkpoint's weights loaded.
 
@@ -191,9 +194,8 @@ def load_for_export(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         ``(model, config)``, the model in eval mode.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`~stgraph.cli.load_checkpoint`.
+        FileNotFoundError, ValueError: as :func:`~stgraph.checkpoint.load_checkpoint`.
     """
-    from stgraph.cli import load_checkpoint
     from stgraph.models import create_model
 
     model, cfg = load_checkpoint(path, "cpu")
@@ -251,8 +253,8 @@ def run_onnx(session, clips: Tensor, keypoints: Tensor | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def check_onnx(model: nn.Module, path: str | os.PathLike, *, height: int, width: int,
-               seq_len: int, batches: tuple[int, ...] = (2, 3), seed: int = 1) -> float:
+def check_onnx(model: nn.Module, path: str | os.PathLike, *, seq_len: int, height: int,
+               width: int, batches: tuple[int, ...] = (2, 3), seed: int = 1) -> float:
     """The largest :math:`|\\text{onnx} - \\text{eager}|` of the embeddings of random
     inputs (:func:`example_inputs`) of each batch size in ``batches``.
 
@@ -263,7 +265,8 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, *, height: int, width:
     graph = EmbeddingGraph(copy.deepcopy(model).cpu().float()).eval()
     worst = 0.0
     for i, b in enumerate(batches):
-        inputs = example_inputs(model, b, height, width, seq_len, seed=seed + i)
+        inputs = example_inputs(model, b, seq_len=seq_len, height=height, width=width,
+                                seed=seed + i)
         eager = graph(*inputs)
         got = run_onnx(session, *inputs)
         if got.shape != eager.shape:

@@ -1,7 +1,7 @@
 """Embed tracklets with a trained model, outside the training script.
 
 :class:`FeatureExtractor` turns tracklets (frame files, PIL images or tensors) into
-re-ID embeddings the way :func:`stgraph.engine.evaluate` does for a dataset's test
+re-ID embeddings the way :func:`stgraph.eval.evaluate` does for a dataset's test
 tracklets, so the features of a deployed model are those its metrics were measured on:
 
 * every frame of a tracklet, in consecutive clips of ``seq_len`` frames, the last clip
@@ -10,7 +10,7 @@ tracklets, so the features of a deployed model are those its metrics were measur
   with the ImageNet mean and std (:func:`~stgraph.data.transforms.load_clip`);
 * the clip embeddings (the model's ``"embedding"``, eval mode) pooled per tracklet by
   their mean or elementwise max (:func:`~stgraph.eval.extract_features`);
-* for a model that takes keypoints (:func:`stgraph.engine.takes_keypoints`, e.g. CTL):
+* for a model that takes keypoints (:func:`stgraph.models.base.takes_keypoints`, e.g. CTL):
   each frame's COCO-17 keypoints from a ``(T, 17, 3)`` tensor or a COCO keypoint results
   file, rescaled to the resized frame
   (:func:`~stgraph.data.transforms.load_clip_with_keypoints`), and the prior pose
@@ -38,17 +38,20 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from stgraph.data.base import VideoReIDDataset
+from stgraph.checkpoint import load_checkpoint
+from stgraph.config import clip_size
+from stgraph.data.base import VideoReIDDataset, to_rgb
 from stgraph.data.clips import TestClipDataset
+from stgraph.data.folders import IMAGE_SUFFIXES
 from stgraph.data.sampling import test_clip_indices
 from stgraph.data.transforms import load_clip, load_clip_with_keypoints
-from stgraph.engine import takes_keypoints
 from stgraph.eval.features import extract_features
+from stgraph.models.base import ranked_by, takes_keypoints
 
-__all__ = ["FeatureExtractor", "IMAGE_SUFFIXES", "list_tracklet_folders"]
+__all__ = ["FeatureExtractor", "IMAGE_SUFFIXES", "list_tracklet_folders", "load_features",
+           "save_features"]
 
 #: File name suffixes read as frames (lower case), as the folder datasets do.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 _POOLS = ("mean", "max")
 
@@ -90,12 +93,12 @@ def _read_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)  # as the datasets read frames: 16-bit scaled, not clipped
     except (OSError, ValueError, SyntaxError) as err:
         raise OSError(f"cannot read frame {path}: {err}") from err
 
 
-class _Frames:
+class _TrackletFrames:
     """A stand-in for a dataset over the frames of the tracklets being embedded.
 
     ``read_frame(key)`` / ``frame_keypoints(key)`` with ``key = (n, i)``: frame ``i`` of
@@ -115,7 +118,7 @@ class _Frames:
         n, i = key
         frame = self.frames[n][i]
         if isinstance(frame, Image.Image):
-            return frame.convert("RGB")
+            return to_rgb(frame)
         return _read_image(frame)
 
     def frame_keypoints(self, key: tuple[int, int]) -> np.ndarray | None:
@@ -131,16 +134,17 @@ class _Frames:
 
 
 class FeatureExtractor:
-    r"""Embeddings of tracklets by a model, computed as :func:`stgraph.engine.evaluate` does.
+    r"""Embeddings of tracklets by a model, computed as :func:`stgraph.eval.evaluate` does.
 
     Args:
         model (nn.Module): a registered stgraph model (or any module mapping clips
             ``(B, T, 3, H, W)``, plus ``keypoints`` ``(B, T, 17, 3)`` when its
             ``input_keys`` name them, to a dict with ``"embedding"`` ``(B, D)``).
             It is put in eval mode; it should already be on ``device``.
+        seq_len (int): clip length :math:`T` in frames (keyword-only, as ``height`` and
+            ``width``: the clip size in stgraph's one order, ``seq_len, height, width``).
         height (int): frame height the model takes, in pixels.
         width (int): frame width the model takes, in pixels.
-        seq_len (int): clip length :math:`T` in frames.
         pool (str): pooling of the clip embeddings per tracklet, ``"mean"`` or
             ``"max"``. (default: ``"mean"``, what ``stgraph evaluate`` uses)
         batch_size (int): clips per forward pass (memory is one batch of clips).
@@ -154,6 +158,10 @@ class FeatureExtractor:
             (default: :obj:`None`)
         keypoints_root (str or Path, optional): the folder ``image_id`` s are relative
             to. (default: :obj:`None`)
+        feature (str, optional): the feature embedded: ``"post-bnneck"`` (the model's
+            ``"embedding"``, the default) or ``"pre-bnneck"``
+            (:func:`~stgraph.models.base.ranked_by`), as ``--eval-feature``.
+            (default: :obj:`None`, post-BNNeck)
 
     Attributes:
         takes_keypoints (bool): whether the model takes keypoints.
@@ -164,18 +172,19 @@ class FeatureExtractor:
         FileNotFoundError, ValueError: a missing or malformed ``keypoints_file``.
     """
 
-    def __init__(self, model: nn.Module, height: int, width: int, seq_len: int,
+    def __init__(self, model: nn.Module, *, seq_len: int, height: int, width: int,
                  pool: str = "mean", batch_size: int = 32, device: str | torch.device = "cpu",
                  keypoints_file: str | os.PathLike | None = None,
-                 keypoints_root: str | os.PathLike | None = None) -> None:
-        for name, value in (("height", height), ("width", width), ("seq_len", seq_len),
+                 keypoints_root: str | os.PathLike | None = None,
+                 feature: str | None = None) -> None:
+        for name, value in (("seq_len", seq_len), ("height", height), ("width", width),
                             ("batch_size", batch_size)):
             if int(value) != value or value < 1:
                 raise ValueError(f"FeatureExtractor: {name} must be an int >= 1, got {value!r}")
         if pool not in _POOLS:
             raise ValueError(f"FeatureExtractor: unknown pool {pool!r}; choose one of: "
                              f"{', '.join(_POOLS)}")
-        self.model = model.eval()
+        self.model = ranked_by(model, feature).eval()
         self.height, self.width, self.seq_len = int(height), int(width), int(seq_len)
         self.pool = pool
         self.batch_size = int(batch_size)
@@ -195,9 +204,9 @@ class FeatureExtractor:
                         **kwargs: Any) -> FeatureExtractor:
         """The extractor of a checkpoint written by ``stgraph train``.
 
-        The model is rebuilt by :func:`stgraph.cli.load_checkpoint`; ``height``,
-        ``width`` and ``seq_len`` are the checkpoint's (what it was trained and evaluated
-        with), and :attr:`config` holds its config.
+        The model is rebuilt by :func:`stgraph.checkpoint.load_checkpoint`; ``seq_len``,
+        ``height`` and ``width`` are the checkpoint's (what it was trained and evaluated
+        with, :func:`stgraph.config.clip_size`), and :attr:`config` holds its config.
 
         Args:
             path (str or Path): the ``checkpoint.pth``.
@@ -210,15 +219,9 @@ class FeatureExtractor:
             ValueError: not an stgraph checkpoint, or one without ``height``, ``width``
                 and ``seq_len``.
         """
-        from stgraph.cli import load_checkpoint
-
         model, cfg = load_checkpoint(path, device)
-        missing = [k for k in ("height", "width", "seq_len") if k not in cfg]
-        if missing:
-            raise ValueError(f"checkpoint {path} does not record {missing}; build the "
-                             "extractor from the model: FeatureExtractor(model, height, "
-                             "width, seq_len)")
-        fx = cls(model, cfg["height"], cfg["width"], cfg["seq_len"], device=device, **kwargs)
+        size = clip_size(cfg, path)
+        fx = cls(model, **size._asdict(), device=device, **kwargs)
         fx.config = cfg
         return fx
 
@@ -286,7 +289,7 @@ class FeatureExtractor:
     def _batches(self, tracklets: Sequence[Any],
                  keypoints: Sequence[Any] | None) -> Iterator[dict[str, Tensor]]:
         """Batches of ``batch_size`` consecutive clips over all tracklets, as the test
-        loader of :func:`stgraph.engine.evaluate` yields them."""
+        loader of :func:`stgraph.eval.evaluate` yields them."""
         if keypoints is not None and len(keypoints) != len(tracklets):
             raise ValueError(f"keypoints: {len(keypoints)} entries for {len(tracklets)} "
                              "tracklets; give one (T, 17, 3) tensor or None per tracklet")
@@ -301,7 +304,7 @@ class FeatureExtractor:
             for row in test_clip_indices(length, self.seq_len).tolist():
                 plan.append((n, row))
         self.num_clips = len(plan)
-        source = _Frames(frames, kps, self._table, table_keys)
+        source = _TrackletFrames(frames, kps, self._table, table_keys)
         for start in range(0, len(plan), self.batch_size):
             clips, kp_rows, tids = [], [], []
             for n, row in plan[start:start + self.batch_size]:
@@ -375,6 +378,12 @@ class FeatureExtractor:
             raise ValueError("embed_batch: no tracklet given")
         return self._embed_batches(self._batches(tracklets, keypoints), len(tracklets))
 
+    def __call__(self, tracklets: Sequence[Any], keypoints: Sequence[Any] | None = None
+                 ) -> Tensor:
+        """``fx(tracklets)``: :meth:`embed_batch`, the :math:`(N, D)` embeddings of several
+        tracklets (``fx([t])[0]`` is :meth:`embed` of one)."""
+        return self.embed_batch(tracklets, keypoints)
+
     def embed(self, tracklet: Any, keypoints: Any = None) -> Tensor:
         """The embedding :math:`(D,)` of one tracklet; see :meth:`embed_batch`."""
         return self.embed_batch([tracklet], None if keypoints is None else [keypoints])[0]
@@ -384,7 +393,7 @@ class FeatureExtractor:
                       workers: int = 0, progress: bool = False) -> Tensor:
         """Embeddings of a dataset's tracklets (:class:`~stgraph.data.Tracklet` s, default
         ``dataset.query + dataset.gallery``), read by the dataset (its ``read_frame`` and
-        ``frame_keypoints``) exactly as :func:`stgraph.engine.evaluate` reads them.
+        ``frame_keypoints``) exactly as :func:`stgraph.eval.evaluate` reads them.
 
         Returns:
             Tensor: :math:`(N, D)`, one row per tracklet.
@@ -412,3 +421,58 @@ class FeatureExtractor:
         return (f"{type(self).__name__}({type(self.model).__name__}, "
                 f"size=({self.height}, {self.width}), seq_len={self.seq_len}, "
                 f"pool={self.pool!r}, batch_size={self.batch_size}, device={self.device})")
+
+
+# ------------------------------------------------------------------ features files
+
+
+def save_features(path: str | os.PathLike, features: torch.Tensor, pids, camids, names,
+                  **meta: str) -> Path:
+    """Write a features file, the ``.npz`` of ``stgraph extract``; its folder is created.
+
+    The file holds ``features`` (N, D) float32, ``pids`` and ``camids`` (N,) int64 (-1
+    where unknown, e.g. for ``--frames-dir``), ``names`` (N,) str (the tracklet's folder,
+    or ``split/index`` for generated data), and each ``meta`` entry (e.g. ``model``,
+    ``checkpoint``, ``pool``) as a 0-d str array.
+
+    Raises:
+        ValueError: ``pids`` / ``camids`` / ``names`` not one entry per row.
+    """
+    feats = features.detach().cpu().to(torch.float32).numpy()
+    pids, camids = np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)
+    names = np.asarray([str(n) for n in names])
+    if not len(pids) == len(camids) == len(names) == len(feats):
+        raise ValueError(f"save_features: {len(feats)} rows but {len(pids)} pids, "
+                         f"{len(camids)} camids, {len(names)} names")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to the name
+        np.savez(f, features=feats, pids=pids, camids=camids, names=names,
+                 **{k: np.asarray(str(v)) for k, v in meta.items()})
+    return path
+
+
+def load_features(path: str | os.PathLike) -> dict:
+    """A features file as a dict: ``features`` (N, D) float32 tensor, ``pids``,
+    ``camids`` (N,) int64 arrays, ``names`` (N,) list of str, and its other entries.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not a features file (the message names the missing entries).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    missing = [k for k in ("features", "pids", "camids", "names") if k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a features file of 'stgraph extract': no {missing}")
+    feats = data["features"]
+    if feats.ndim != 2 or len(feats) != len(data["pids"]):
+        raise ValueError(f"{path}: features of shape {feats.shape} for {len(data['pids'])} "
+                         "pids; expected (N, D)")
+    out = {k: (v.item() if v.ndim == 0 else v) for k, v in data.items()}
+    out["features"] = torch.from_numpy(feats)
+    out["names"] = [str(n) for n in data["names"]]
+    return out

@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from stgraph import cli
+from stgraph import cli, recipe
 from stgraph.data import SyntheticReID
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -30,5 +30,5 @@ def _small(cfg, protocol=None):
 
 
 if os.environ.get("STGRAPH_TEST_DATA", "small") == "small":
-    cli._load_dataset = _small
+    recipe.load_dataset = _small
 sys.exit(cli.main(sys.argv[1:]))

@@ -9,13 +9,13 @@ from PIL import Image
 from stgraph.cli import (
     METRIC_KEYS,
     _dataset_config,
-    _load_dataset,
     build_parser,
     load_checkpoint,
     main,
     resolved_model_kwargs,
     save_checkpoint,
 )
+from stgraph.config import load_dataset as _load_dataset
 from stgraph.models import create_model
 
 TINY = ["--backbone", "resnet18", "--height", "64", "--width", "32", "--seq-len", "4",
@@ -94,10 +94,10 @@ def test_ctl_trains_with_ground_truth_keypoints_and_learns(tmp_path, capsys, tra
 
 
 def test_protocol_reaches_only_datasets_that_take_it(monkeypatch):
-    import stgraph.cli as cli
+    import stgraph.config as config
 
     seen = {}
-    monkeypatch.setattr(cli, "create_dataset", lambda name, **kw: seen.update({name: kw}))
+    monkeypatch.setattr(config, "create_dataset", lambda name, **kw: seen.update({name: kw}))
     _load_dataset({"name": "mars", "root": "/x"}, "mars-official")
     _load_dataset({"name": "synthetic"}, "mars-official")
     assert seen == {"mars": {"root": "/x", "protocol": "mars-official"}, "synthetic": {}}
@@ -208,7 +208,7 @@ class _Stop(Exception):
       "--width", "128"], {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
 ])
 def test_recipe_flags_reach_the_loader_and_the_optimizer(monkeypatch, tmp_path, extra, want):
-    import stgraph.cli as cli
+    import stgraph.recipe as cli
 
     seen = {}
     real_loader = cli.make_train_loader
@@ -235,7 +235,7 @@ def test_recipe_flags_reach_the_loader_and_the_optimizer(monkeypatch, tmp_path, 
 
 
 def test_ctl_flags_reach_the_model(monkeypatch, tmp_path):
-    import stgraph.cli as cli
+    import stgraph.recipe as cli
 
     seen = {}
 

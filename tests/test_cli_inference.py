@@ -69,7 +69,7 @@ def test_extract_a_folder_and_rank_without_ids(tmp_path, capsys):
     assert f["camids"].tolist() == [-1, -1]
     from stgraph.inference import FeatureExtractor
 
-    fx = FeatureExtractor(model, H, W, T)
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W)
     torch.testing.assert_close(f["features"][1], fx.embed_dataset(data, [data.query[0]])[0],
                                atol=1e-5, rtol=1e-5)
     capsys.readouterr()

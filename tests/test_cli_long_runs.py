@@ -49,7 +49,8 @@ def test_a_killed_run_resumes_bit_identically(tmp_path, workers):
     full = _stgraph(*args, "--output", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "stgraph", *args, "--output", str(out)],
+    pausing = Path(__file__).with_name("pausing_train.py")  # stgraph, pausing after epoch 1
+    proc = subprocess.Popen([sys.executable, str(pausing), *args, "--output", str(out)],
                             env=_env(STGRAPH_TEST_PAUSE_AFTER_EPOCH="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -148,7 +149,7 @@ def test_deterministic_runs_write_identical_metrics(tmp_path):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_last(tmp_path, capsys, monkeypatch):
-    import stgraph.cli as cli
+    import stgraph.recipe as cli
 
     real = cli.ReIDLoss
     calls = {"n": 0}

@@ -17,7 +17,7 @@ class _Stop(Exception):
 @pytest.fixture
 def created(monkeypatch):
     """The keyword arguments ``stgraph train`` builds its model with (training stops there)."""
-    import stgraph.cli as cli
+    import stgraph.recipe as cli
 
     seen = {}
 
@@ -119,7 +119,7 @@ def test_the_checkpoint_rebuilds_the_model_with_its_model_args(tmp_path):
 
 
 def test_margin_and_part_triplet_weight_reach_the_loss(tmp_path, monkeypatch):
-    import stgraph.cli as cli
+    import stgraph.recipe as cli
 
     seen = {}
 

@@ -7,9 +7,10 @@ from small_models import H, T, W, small_kwargs, small_model
 
 from stgraph.cli import save_checkpoint
 from stgraph.data import SyntheticReID
-from stgraph.engine import _features, takes_keypoints
+from stgraph.eval.evaluate import _features
 from stgraph.graph import prior_pose
 from stgraph.inference import FeatureExtractor, list_tracklet_folders
+from stgraph.models.base import takes_keypoints
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_same_numbers_as_evaluate_from_pil_frames(name, data):
     tracklets = data.query + data.gallery
     assert {len(t.frames) % T for t in tracklets} > {0}  # some last clips are padded
     expected = _expected(model, data, tracklets)
-    fx = FeatureExtractor(model, H, W, T, batch_size=5)
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W, batch_size=5)
     frames = [[data.read_frame(k) for k in t.frames] for t in tracklets]
     keypoints = [np.stack([data.frame_keypoints(k) for k in t.frames]) for t in tracklets]
     got = fx.embed_batch(frames, keypoints=keypoints)
@@ -51,7 +52,7 @@ def test_same_numbers_as_evaluate_from_pil_frames(name, data):
 def test_ctl_keypoints_matter_and_default_to_the_prior_pose(data):
     model = _model("ctl")
     assert takes_keypoints(model)
-    fx = FeatureExtractor(model, H, W, T)
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W)
     t = data.query[0]
     frames = [data.read_frame(k) for k in t.frames]
     gt = np.stack([data.frame_keypoints(k) for k in t.frames])
@@ -81,7 +82,7 @@ def test_paths_keypoint_file_tensors_and_max_pool(tmp_path, data):
     kp_file = tmp_path / "kp.json"
     kp_file.write_text(json.dumps(entries))
     gt = np.stack([data.frame_keypoints(k) for k in t.frames])
-    fx = FeatureExtractor(model, H, W, T, keypoints_file=kp_file,
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W, keypoints_file=kp_file,
                           keypoints_root=tmp_path / "frames")
     from_file = fx.embed(paths)
     torch.testing.assert_close(from_file, fx.embed(paths, gt), atol=1e-6, rtol=1e-6)
@@ -89,7 +90,7 @@ def test_paths_keypoint_file_tensors_and_max_pool(tmp_path, data):
 
     # uint8 tensors go through PIL as files do; normalised float tensors are clips
     tp = _model("tp")
-    fx = FeatureExtractor(tp, H, W, T, pool="max")
+    fx = FeatureExtractor(tp, seq_len=T, height=H, width=W, pool="max")
     pixels = torch.stack([torch.from_numpy(np.array(data.read_frame(k))).permute(2, 0, 1)
                           for k in t.frames])
     torch.testing.assert_close(fx.embed(pixels), fx.embed(paths), atol=1e-6, rtol=1e-6)
@@ -102,7 +103,7 @@ def test_paths_keypoint_file_tensors_and_max_pool(tmp_path, data):
 
 
 def test_errors_name_the_bad_input(data):
-    fx = FeatureExtractor(_model("tp"), H, W, T)
+    fx = FeatureExtractor(_model("tp"), seq_len=T, height=H, width=W)
     with pytest.raises(ValueError, match="no tracklet given"):
         fx.embed_batch([])
     with pytest.raises(ValueError, match="tracklet 1 has no frames"):
@@ -117,9 +118,9 @@ def test_errors_name_the_bad_input(data):
     with pytest.raises(FileNotFoundError, match="frame file not found: .*nope.png"):
         fx.embed(["nope.png"])
     with pytest.raises(ValueError, match="unknown pool 'median'"):
-        FeatureExtractor(_model("tp"), H, W, T, pool="median")
+        FeatureExtractor(_model("tp"), seq_len=T, height=H, width=W, pool="median")
     with pytest.raises(ValueError, match="seq_len must be an int >= 1"):
-        FeatureExtractor(_model("tp"), H, W, 0)
+        FeatureExtractor(_model("tp"), seq_len=0, height=H, width=W)
 
 
 def test_from_checkpoint(tmp_path, data):

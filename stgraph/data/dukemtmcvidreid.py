@@ -8,11 +8,11 @@ import warnings
 from pathlib import Path
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
+from stgraph.data.folders import IMAGE_SUFFIXES
 from stgraph.data.registry import register_dataset
 
 __all__ = ["DukeMTMCVidReID"]
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # 0001_C6_F0001_X00001.jpg (release naming) or 0001C6F0099X30823.jpg (older naming)
 _CAMERA = re.compile(r"^\d+_?C(\d+)_?F", re.IGNORECASE)
 SUBSETS = ("train", "query", "gallery")
@@ -103,7 +103,7 @@ class DukeMTMCVidReID(VideoReIDDataset):
                     frames = sorted(
                         e.path
                         for e in entries
-                        if e.name.lower().endswith(_IMAGE_SUFFIXES) and e.is_file()
+                        if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file()
                     )
                 if not frames:
                     empty.append(tracklet_dir)

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 #: Frame file suffixes the folder datasets read (case-insensitive).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def list_persons(cam_dir: Path) -> tuple[dict[str, tuple[str, ...]], set[str]]:

@@ -8,26 +8,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from stgraph.models.base import parameter_dtype, to_model
+
 __all__ = ["extract_features", "parameter_dtype", "to_model"]
 
 _POOLS = ("mean", "max")
-
-
-def parameter_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of ``model``'s first floating parameter (:obj:`None` without one): the
-    dtype the loops cast the float32 clips (and keypoints) to, so that a model in float64
-    (``model.double()``, e.g. to check an equivalence without float32 rounding) trains and
-    evaluates on float64 inputs. Mixed precision (``--amp``) keeps float32 parameters."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return None
-
-
-def to_model(x: Tensor, model: nn.Module, device: str | torch.device) -> Tensor:
-    """``x`` on ``device``; a floating ``x`` in :func:`parameter_dtype` of ``model``."""
-    dtype = parameter_dtype(model) if x.is_floating_point() else None
-    return x.to(device, dtype=dtype or x.dtype, non_blocking=True)
 
 
 @torch.no_grad()

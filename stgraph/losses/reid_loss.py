@@ -56,10 +56,11 @@ class ReIDLoss(nn.Module):
 
     Shapes:
         - **input:** ``outputs`` a model's output dict, ``pids`` :math:`(B,)` long
-        - **output:** ``(total scalar, {"ce": float, "triplet": float, "acc": float})``,
-          plus ``"div"`` with part features, ``"part_triplet"`` and one entry per
-          regularizer when the model outputs them; ``acc`` is the classification
-          accuracy of the first branch, a fraction.
+        - **output:** ``(total scalar, {"ce", "triplet", "acc"})``, plus ``"div"`` with
+          part features, ``"part_triplet"`` and one entry per regularizer when the model
+          outputs them; every entry a detached 0-d tensor on the loss's device (no host
+          synchronisation: read them with ``float()`` when they are logged); ``acc`` is
+          the classification accuracy of the first branch, a fraction.
     """
 
     def __init__(self, num_classes: int, margin: float = 0.3, epsilon: float = 0.1,
@@ -74,17 +75,18 @@ class ReIDLoss(nn.Module):
         self.diversity_weight = diversity_weight
         self.part_triplet_weight = part_triplet_weight
 
-    def forward(self, outputs: dict, pids: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, outputs: dict, pids: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         ce = sum(self.ce(logits, pids) for logits in outputs["logits"])
         tri = sum(self.triplet(f, pids) for f in outputs["features"])
         total = self.ce_weight * ce + self.triplet_weight * tri
         with torch.no_grad():
-            acc = (outputs["logits"][0].argmax(dim=1) == pids).float().mean().item()
-        parts = {"ce": float(ce.detach()), "triplet": float(tri.detach()), "acc": acc}
+            acc = (outputs["logits"][0].argmax(dim=1) == pids).float().mean()
+        # 0-d tensors, no host sync: the Trainer reads them once per step (or epoch)
+        parts = {"ce": ce.detach(), "triplet": tri.detach(), "acc": acc}
         if "part_features" in outputs:
             div = diversity_loss(outputs["part_features"])
             total = total + self.diversity_weight * div
-            parts["div"] = float(div.detach())
+            parts["div"] = div.detach()
         if "part_triplet_features" in outputs:
             feats = outputs["part_triplet_features"]
             if feats.dim() != 3:
@@ -93,10 +95,10 @@ class ReIDLoss(nn.Module):
             # all P parts at once: (P, B, B) distances, batch-hard mining on the last axis
             ptri = self.triplet.per_part(feats, pids).mean()
             total = total + self.part_triplet_weight * ptri
-            parts["part_triplet"] = float(ptri.detach())
+            parts["part_triplet"] = ptri.detach()
         for name, value in outputs.get("regularizers", {}).items():
             if name in parts:
                 raise ValueError(f"regularizer name {name!r} clashes with a loss term")
             total = total + value.float()
-            parts[name] = float(value.detach())
+            parts[name] = value.detach().float()
         return total, parts

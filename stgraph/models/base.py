@@ -8,7 +8,8 @@ from torch import Tensor, nn
 from stgraph.models.backbones import build_backbone
 
 __all__ = ["PreBNNeckEmbedding", "VideoReIDModel", "ReIDOutput", "check_positive",
-           "models_with_attention", "ranked_by"]
+           "model_inputs", "models_with_attention", "parameter_dtype", "ranked_by",
+           "takes_keypoints", "to_model"]
 
 #: What every model returns, in train and eval mode alike:
 #: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
@@ -16,6 +17,36 @@ __all__ = ["PreBNNeckEmbedding", "VideoReIDModel", "ReIDOutput", "check_positive
 #: ``logits`` tuple of (B, num_classes) per branch, ``branches`` tuple of branch names;
 #: a model may add entries, e.g. CTL's ``part_features`` for its diversity loss.
 ReIDOutput = dict
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating parameter (:obj:`None` without one): the
+    dtype the loops cast the float32 clips (and keypoints) to, so that a model in float64
+    (``model.double()``, e.g. to check an equivalence without float32 rounding) trains and
+    evaluates on float64 inputs. Mixed precision (``--amp``) keeps float32 parameters."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def to_model(x: Tensor, model: nn.Module, device: str | torch.device) -> Tensor:
+    """``x`` on ``device``; a floating ``x`` in :func:`parameter_dtype` of ``model``."""
+    dtype = parameter_dtype(model) if x.is_floating_point() else None
+    return x.to(device, dtype=dtype or x.dtype, non_blocking=True)
+
+
+def takes_keypoints(model: nn.Module) -> bool:
+    """Whether ``model`` takes per-frame keypoints (its ``input_keys`` name them), e.g. CTL."""
+    return "keypoints" in getattr(model, "input_keys", ())
+
+
+def model_inputs(model: nn.Module, batch: dict, device: str | torch.device) -> dict:
+    """The extra batch entries ``model`` takes (``model.input_keys``), moved to ``device``
+    (floating ones in the model's :func:`parameter_dtype`)."""
+    return {k: to_model(batch[k], model, device)
+            for k in getattr(model, "input_keys", ()) if k in batch}
+
 
 
 class PreBNNeckEmbedding(nn.Module):

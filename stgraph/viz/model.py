@@ -117,12 +117,8 @@ def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None
 
     from stgraph.graph import COCO17, prior_pose
     from stgraph.models import record_graphs
-    from stgraph.viz import (
-        plot_adjacency,
-        plot_cross_scale,
-        plot_skeleton_graph,
-        plot_temporal_graph,
-    )
+    from stgraph.viz.adjacency import plot_adjacency
+    from stgraph.viz.graphs import plot_cross_scale, plot_skeleton_graph, plot_temporal_graph
 
     if what not in MODEL_PLOTS:
         raise ValueError(f"unknown plot {what!r}; choose one of: {', '.join(MODEL_PLOTS)}")
