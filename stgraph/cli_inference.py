@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 
 from stgraph.cli_args import HelpFormatter, add_data_args, add_embedding_args, progress_bars
-from stgraph.config import dataset_config, load_dataset, resolve_device
+from stgraph.config import clip_size, dataset_config, load_dataset, resolve_device
 from stgraph.inference import load_features, save_features
 
 __all__ = ["add_export_parser", "add_extract_parser", "add_rank_parser", "load_features",
@@ -197,7 +197,7 @@ def run_export(args: argparse.Namespace) -> int:
     from stgraph.export import check_onnx, export_onnx, load_for_export
 
     model, cfg = load_for_export(args.checkpoint)
-    size = {"height": cfg["height"], "width": cfg["width"], "seq_len": cfg["seq_len"]}
+    size = clip_size(cfg, args.checkpoint)._asdict()
     out = export_onnx(model, args.out, opset=args.opset, dynamic_batch=not args.static_batch,
                       **size)
     print(f"wrote {out}: {cfg['model']}, clips (B, {size['seq_len']}, 3, {size['height']}, "

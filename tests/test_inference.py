@@ -138,3 +138,40 @@ def test_from_checkpoint(tmp_path, data):
                                _expected(model, data, [t], batch_size=3, pool="max"))
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         FeatureExtractor.from_checkpoint(tmp_path / "none.pth")
+
+
+def test_a_16_bit_frame_is_scaled_as_the_datasets_read_it_not_clipped(tmp_path):
+    """A 16-bit grayscale PNG (PIL mode I;16): ``stgraph extract --frames-dir`` used to clip
+    it to white with convert("RGB"); it is now read by data.base.to_rgb, as evaluate reads
+    a dataset's frames."""
+    from PIL import Image
+
+    from stgraph.data.base import to_rgb
+    from stgraph.inference import _read_image
+
+    values = (np.arange(64 * 32, dtype=np.uint16).reshape(64, 32) * 31).astype(np.uint16)
+    path = tmp_path / "f.png"
+    Image.fromarray(values).save(path)  # mode I;16
+    with Image.open(path) as img:
+        assert img.mode.startswith("I")  # PIL reads it back as 16-bit
+        want = np.asarray(to_rgb(img))
+    got = np.asarray(_read_image(path))
+    assert got.shape == (64, 32, 3) and np.array_equal(got, want)
+    assert got[..., 0].min() == 0 and 240 <= got[..., 0].max() <= 255
+    assert (got == 255).mean() < 0.01  # convert("RGB") gave ~100 % white
+    model = _model("tp")
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W)
+    torch.testing.assert_close(fx([[path] * T]), fx([[Image.fromarray(want)] * T]))
+
+
+def test_the_extractor_is_callable_and_takes_the_clip_size_by_name(data):
+    model = _model("tp")
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W)
+    frames = [[data.read_frame(k) for k in t.frames] for t in data.query[:2]]
+    torch.testing.assert_close(fx(frames), fx.embed_batch(frames))
+    with pytest.raises(TypeError):  # the old positional (height, width, seq_len) order
+        FeatureExtractor(model, H, W, T)
+    pre = FeatureExtractor(model, seq_len=T, height=H, width=W, feature="pre-bnneck")
+    with torch.no_grad():
+        assert pre(frames).shape[1] == sum(f.shape[1] for f in model(
+            torch.zeros(1, T, 3, H, W))["features"])
