@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 
 from stgraph.data import create_dataset, get_dataset_class
-from stgraph.errors import Setting, SettingError, SettingWarning, flag
+from stgraph.errors import Setting, SettingError, SettingWarning, flag  # noqa: F401 (re-exported)
 from stgraph.models import get_model_class
 from stgraph.models.registry import check_model_kwargs
 
@@ -40,13 +40,10 @@ __all__ = [
     "CHECKPOINT_SIZE_KEYS",
     "RUN_SETTINGS",
     "ClipSize",
-    "SettingError",
-    "SettingWarning",
     "TrainSettings",
     "checkpoint_config",
     "clip_size",
     "dataset_config",
-    "flag",
     "load_dataset",
     "model_kwargs",
     "parse_model_args",
