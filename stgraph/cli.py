@@ -66,6 +66,7 @@ from stgraph.config import (
     TrainSettings,
     clip_size,
     dataset_config,
+    evaluation_kwargs,
     load_dataset,
     parse_model_args,
     resolve_device,
@@ -309,9 +310,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _eval_kwargs(args: argparse.Namespace, device) -> dict:
-    return dict(batch_size=args.test_batch, device=device, metric=args.metric, pool=args.pool,
-                workers=args.workers, progress=progress_bars(args), protocol=args.protocol,
-                rerank=args.rerank)
+    return evaluation_kwargs(args, device, progress_bars(args))
 
 
 def run_plot(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "checkpoint_config",
     "clip_size",
     "dataset_config",
+    "evaluation_kwargs",
     "load_dataset",
     "model_kwargs",
     "parse_model_args",
@@ -338,6 +339,16 @@ class TrainSettings:
         cfg = dataset_config(self.dataset, self.root, self.split_file, self.split_id,
                              self.keypoints)
         return {**cfg, **(self.dataset_kwargs or {})}
+
+
+def evaluation_kwargs(settings: Any, device: torch.device | str, progress: bool) -> dict:
+    """The keyword arguments of an evaluation (:func:`stgraph.eval.evaluate`,
+    :func:`stgraph.cache.evaluate_cached`) from the settings of a run or of ``stgraph
+    evaluate`` / ``plot`` (anything with ``test_batch``, ``metric``, ``pool``, ``workers``,
+    ``protocol``, ``rerank``)."""
+    s = settings
+    return dict(batch_size=s.test_batch, device=device, metric=s.metric, pool=s.pool,
+                workers=s.workers, progress=progress, protocol=s.protocol, rerank=s.rerank)
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from stgraph.errors import SettingError
+
 __all__ = [
     "SyncBatchNorm",
     "all_gather_rows",
@@ -81,8 +83,8 @@ def init_from_env(device: torch.device) -> torch.device:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if device.index not in (None, local) and int(os.environ["WORLD_SIZE"]) > 1:
-            raise ValueError(f"--device {device}: under torchrun every process uses "
-                             "cuda:LOCAL_RANK; give --device cuda (or auto)")
+            raise SettingError("{device} {d}: under torchrun every process uses "
+                               "cuda:LOCAL_RANK; give {device} cuda (or auto)", d=device)
         if local >= torch.cuda.device_count():
             raise ValueError(f"torchrun: local rank {local} but this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)")

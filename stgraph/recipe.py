@@ -46,6 +46,7 @@ from stgraph.config import (
     ClipSize,
     TrainSettings,
     checkpoint_config,
+    evaluation_kwargs,
     load_dataset,
     model_kwargs,
     resolve_device,
@@ -197,10 +198,7 @@ class TrainingRun:
     @property
     def eval_kwargs(self) -> dict:
         """The keyword arguments of the run's evaluations (:func:`~stgraph.eval.evaluate`)."""
-        s = self.settings
-        return dict(batch_size=s.test_batch, device=self.device, metric=s.metric, pool=s.pool,
-                    workers=s.workers, progress=self.progress, protocol=s.protocol,
-                    rerank=s.rerank)
+        return evaluation_kwargs(self.settings, self.device, self.progress)
 
 
 def _warn(template: str, **values) -> None:

@@ -104,3 +104,13 @@ def test_no_argparse_in_the_settings_module():
 
     assert "argparse" not in vars(config)
     assert not any(isinstance(v, argparse.ArgumentParser) for v in vars(config).values())
+
+
+def test_the_evaluation_settings_of_a_run_and_of_evaluate_are_read_alike():
+    from stgraph.config import evaluation_kwargs
+
+    settings = TrainSettings(model="tp", output="o", metric="euclidean", test_batch=7)
+    args = build_parser().parse_args(["evaluate", "--checkpoint", "c", "--metric",
+                                      "euclidean", "--test-batch", "7"])
+    assert evaluation_kwargs(settings, "cpu", False) == evaluation_kwargs(args, "cpu", False)
+    assert evaluation_kwargs(settings, "cpu", True)["batch_size"] == 7

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from stgraph.errors import SettingError
+
 __all__ = ["MODEL_PLOTS", "clip_to_images", "plot_model_graph"]
 
 #: What :func:`plot_model_graph` draws.
@@ -69,8 +71,9 @@ def _pick(graphs: dict, layer: str | None, prefixes: tuple[str, ...], what: str)
     for name in graphs:
         if name.startswith(prefixes):
             return name
-    raise ValueError(f"--what {what} needs a layer named {' or '.join(prefixes)}...; this model "
-                     f"records: {', '.join(graphs)}")
+    raise SettingError("{what} {w} needs a layer named {names}...; this model records: "
+                       "{recorded}", w=what, names=" or ".join(prefixes),
+                       recorded=", ".join(graphs))
 
 
 def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None,
@@ -167,8 +170,8 @@ def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None
                                    frame_labels=frame_labels, title=title or label, **common)
     # skeleton: the parts of frame t, the centre block of its window
     if scale is None:
-        raise ValueError(f"--what skeleton needs a keypoint graph model (ctl); {name} is a "
-                         "patch graph")
+        raise SettingError("{what} skeleton needs a keypoint graph model (ctl); {name} is a "
+                           "patch graph", name=name)
     left = (frames - 1) // 2
     block = adj[left * parts:(left + 1) * parts, left * parts:(left + 1) * parts]
     if keypoints is None:
