@@ -50,6 +50,8 @@ from stgraph.config import (
     load_dataset,
     model_kwargs,
     resolve_device,
+    resolved_backbone_lr_mult,
+    resolved_warmup_epochs,
     with_protocol,
 )
 from stgraph.engine import (
@@ -201,6 +203,10 @@ class TrainingRun:
         return evaluation_kwargs(self.settings, self.device, self.progress)
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
 def _warn(template: str, **values) -> None:
     warnings.warn(SettingWarning(template, **values), stacklevel=3)
 
@@ -238,7 +244,8 @@ def _preflight(s: TrainSettings, device, dataset, kwargs: dict, num_classes: int
 
 
 def prepare(settings: TrainSettings, device: torch.device | None = None,
-            progress: bool | None = None, log: Callable[[str], None] = print) -> TrainingRun:
+            progress: bool | None = None, log: Callable[[str], None] | None = None
+            ) -> TrainingRun:
     """Every check of a training run, before anything is written: the settings, the
     model arguments, the output folder (and ``resume`` against ``last.pth``), the data
     (the test tracklets' frames are checked in :func:`train`), the memory a batch needs.
@@ -249,7 +256,8 @@ def prepare(settings: TrainSettings, device: torch.device | None = None,
             resolved).
         progress (bool, optional): draw progress bars (default: unless
             ``settings.no_progress``, and only when stdout is a terminal).
-        log (callable): where the dataset summary and other notes go (default print).
+        log (callable): where the dataset summary and other notes go (default: printed,
+            flushed).
 
     Raises:
         SettingError: a setting is wrong (the message names it).
@@ -258,6 +266,7 @@ def prepare(settings: TrainSettings, device: torch.device | None = None,
         FileNotFoundError, ValueError: the data cannot be read.
     """
     s = settings
+    log = log or _print
     if device is None:
         device = resolve_device(s.device)
     main_process = distributed.rank() == 0
@@ -326,7 +335,7 @@ def _all_ranks_ok(ok: bool) -> bool:
 
 
 def train(settings: TrainSettings, callbacks: Sequence[Callable] = (),
-          log: Callable[[str], None] = print) -> dict:
+          log: Callable[[str], None] | None = None) -> dict:
     """Train, evaluate and write a run: ``stgraph train`` as a function.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls it: it joins the process
@@ -340,7 +349,8 @@ def train(settings: TrainSettings, callbacks: Sequence[Callable] = (),
         settings (TrainSettings): the run.
         callbacks: called as ``callback(trainer, record)`` after every epoch
             (:class:`~stgraph.engine.Trainer`).
-        log (callable): where the run's lines go (default print).
+        log (callable): where the run's lines go (default: printed, flushed, so that a
+            log file follows the run).
 
     Returns:
         dict: the metrics written to ``OUTPUT/metrics.json`` (rank-1/5/10/20, mAP, the
@@ -352,6 +362,7 @@ def train(settings: TrainSettings, callbacks: Sequence[Callable] = (),
             device other than cpu or cuda, a batch that the processes cannot share evenly.
         TrainingStopped: the loss became NaN (``last.pth`` keeps the last good epoch).
     """
+    log = log or _print
     device = resolve_device(settings.device)
     if not distributed.launched_by_torchrun():
         if settings.sync_bn:
@@ -429,12 +440,10 @@ def _train_locked(run: TrainingRun, callbacks, log) -> dict:
 
     criterion = ReIDLoss(run.num_classes, margin=s.margin, diversity_weight=s.diversity_weight,
                          part_triplet_weight=s.part_triplet_weight, distributed=ddp)
-    lr_mult = s.backbone_lr_mult
-    if lr_mult is None:  # the tail of a cut cache: x 1 measured 30.0 % rank-1, x 0.1 17.0 %
-        lr_mult = 0.1 if s.pretrained and isinstance(run.source, FrameSource) else 1.0
-    optimizer = build_optimizer(net, s.lr, s.weight_decay, backbone_lr_mult=lr_mult)
+    optimizer = build_optimizer(net, s.lr, s.weight_decay,
+                                backbone_lr_mult=resolved_backbone_lr_mult(s))
     steps = len(loader) * s.epochs
-    scheduler = warmup_cosine(optimizer, steps, int(s.warmup_epochs * len(loader)))
+    scheduler = warmup_cosine(optimizer, steps, int(resolved_warmup_epochs(s) * len(loader)))
     config = checkpoint_config(s.model, run.model_kwargs, run.num_classes, run.dataset,
                                run.clip_size, s)
     trained = net

@@ -203,7 +203,7 @@ class _Stop(Exception):
     (["--no-flip", "--pad", "0", "--erasing", "0"],
      {"flip": False, "pad": 0, "erasing": 0.0, "lr_mult": 1.0}),
     (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet"],
-     {"flip": True, "pad": 2, "erasing": 0.5, "lr_mult": 0.1}),
+     {"flip": True, "pad": 2, "erasing": 0.5, "lr_mult": 1.0}),
     (["--backbone", "efficientnet_lite0", "--pretrained", "imagenet", "--backbone-lr-mult", "1",
       "--width", "128"], {"flip": True, "pad": 10, "erasing": 0.5, "lr_mult": 1.0}),
 ])
