@@ -58,6 +58,7 @@ from stgraph.cli_args import (
     add_backbone_args,
     add_data_args,
     add_eval_args,
+    add_model_args,
     float_in,
     int_at_least,
     progress_bars,
@@ -127,34 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of linear warm-up before the cosine decay (default 1; 0 when "
                         "fine-tuning --pretrained weights from frames: on cuhk03-pair1 TP's "
                         "epoch-3 rank-1 at 128 x 64 is 16.0 %% without it, 10.0 %% with 1)")
-    t.add_argument("--num-patches", type=POSITIVE, default=None,
-                   help="STGCN patches per frame (default: 4)")
-    t.add_argument("--num-layers", type=int, default=None,
-                   help="graph layers per branch / scale (STGCN M, CTL L; default 2)")
-    t.add_argument("--tau", type=int, default=None, help="CTL 3D-GCL window (default 3)")
-    t.add_argument("--alpha", type=float, default=None,
-                   help="CTL cross-scale weight, eq. 7 (default 0.3)")
-    t.add_argument("--heatmap-temperature", type=float, default=None,
-                   help="CTL heatmap softmax temperature (default 0.1; 1 is the paper's)")
-    t.add_argument("--heatmap-sigma", type=float, default=None,
-                   help="CTL heatmap Gaussian sigma in feature cells (default 1)")
-    t.add_argument("--part-reduce", choices=["sum", "mean"], default=None,
-                   help="CTL: parts summed (the paper; default) or averaged in V_f^a")
-    t.add_argument("--part-grad-scale", type=float, default=None,
-                   help="CTL: factor on the part branch's gradient into the backbone "
-                        "(0 detaches it; default 1)")
-    t.add_argument("--normalize-parts", action=argparse.BooleanOptionalAction, default=None,
-                   help="CTL: parts rescaled to the global feature's norm in the fusion")
-    t.add_argument("--scale-cross-attention", action=argparse.BooleanOptionalAction,
-                   default=None, help="CTL: 1/sqrt(d) in the cross-scale attention "
-                                      "(default on; off is the paper's)")
-    t.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="a constructor argument of the model, repeatable (e.g. "
-                        "--model-arg dropout=0.1 --model-arg hidden=512); VALUE is read as a "
-                        "Python literal (number, True/False/None, list, quoted string), else "
-                        "as a string; not with the argument's own flag (--tau and "
-                        "--model-arg tau=3 is an error), and not for --backbone, --last-stride, "
-                        "--pretrained, --seq-len, which the run uses too")
+    add_model_args(t)
     t.add_argument("--diversity-weight", type=float_in(0), default=1.0,
                    help="weight of CTL's diversity loss, eq. 9")
     t.add_argument("--margin", type=float_in(0), default=0.3,

@@ -12,8 +12,8 @@ from stgraph.eval import RANK_PROTOCOLS
 from stgraph.models.backbones import list_backbones
 
 __all__ = ["HelpFormatter", "POSITIVE", "NON_NEGATIVE", "add_backbone_args", "add_data_args",
-           "add_embedding_args", "add_eval_args", "add_ranking_args", "float_in", "int_at_least",
-           "progress_bars"]
+           "add_embedding_args", "add_eval_args", "add_model_args", "add_ranking_args",
+           "float_in", "int_at_least", "progress_bars"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -98,6 +98,39 @@ def add_backbone_args(p: argparse.ArgumentParser, backbone: str,
                        help="'imagenet' or the local path of an ImageNet state dict")
     p.add_argument("--height", type=POSITIVE, default=256, help="input height in pixels")
     p.add_argument("--width", type=POSITIVE, default=128, help="input width in pixels")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model's constructor arguments of ``stgraph train``: the flags of STGCN's and
+    CTL's settings and ``--model-arg KEY=VALUE`` for any other."""
+    p.add_argument("--num-patches", type=POSITIVE, default=None,
+                   help="STGCN patches per frame (default: 4)")
+    p.add_argument("--num-layers", type=int, default=None,
+                   help="graph layers per branch / scale (STGCN M, CTL L; default 2)")
+    p.add_argument("--tau", type=int, default=None, help="CTL 3D-GCL window (default 3)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="CTL cross-scale weight, eq. 7 (default 0.3)")
+    p.add_argument("--heatmap-temperature", type=float, default=None,
+                   help="CTL heatmap softmax temperature (default 0.1; 1 is the paper's)")
+    p.add_argument("--heatmap-sigma", type=float, default=None,
+                   help="CTL heatmap Gaussian sigma in feature cells (default 1)")
+    p.add_argument("--part-reduce", choices=["sum", "mean"], default=None,
+                   help="CTL: parts summed (the paper; default) or averaged in V_f^a")
+    p.add_argument("--part-grad-scale", type=float, default=None,
+                   help="CTL: factor on the part branch's gradient into the backbone "
+                        "(0 detaches it; default 1)")
+    p.add_argument("--normalize-parts", action=argparse.BooleanOptionalAction, default=None,
+                   help="CTL: parts rescaled to the global feature's norm in the fusion")
+    p.add_argument("--scale-cross-attention", action=argparse.BooleanOptionalAction,
+                   default=None, help="CTL: 1/sqrt(d) in the cross-scale attention "
+                                      "(default on; off is the paper's)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor argument of the model, repeatable (e.g. "
+                        "--model-arg dropout=0.1 --model-arg hidden=512); VALUE is read as a "
+                        "Python literal (number, True/False/None, list, quoted string), else "
+                        "as a string; not with the argument's own flag (--tau and "
+                        "--model-arg tau=3 is an error), and not for --backbone, --last-stride, "
+                        "--pretrained, --seq-len, which the run uses too")
 
 
 def add_embedding_args(p: argparse.ArgumentParser) -> None:
