@@ -38,9 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @torch.no_grad()
 def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_len: int,
-                    batch_size: int = 32, global_cosine: dict | None = None
-                    ) -> dict[str, torch.Tensor]:
-    """Per-tracklet mean of each branch's post-BNNeck clip feature, and of the embedding.
+                    batch_size: int = 32, global_cosine: dict | None = None,
+                    without_global: bool = False) -> dict[str, torch.Tensor]:
+    """Per-tracklet mean of each branch's post-BNNeck clip feature, and of the embedding;
+    with ``without_global`` also ``"without-global"``, the other branches' features
+    concatenated (an ablation at test time: the embedding without the global branch).
 
     With a dict ``global_cosine``, it receives, per branch of the width of the ``global``
     branch, the mean over clips of the cosine between that branch's feature and the global
@@ -70,13 +72,20 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
     if global_cosine is not None:
         global_cosine.update({k: v / len(clips) for k, v in cos_sums.items()})
     counts = clips.clip_tracklet.bincount(minlength=clips.num_tracklets).unsqueeze(1)
-    return {name: s / counts for name, s in sums.items()}
+    out = {name: s / counts for name, s in sums.items()}
+    if without_global:  # the embedding an STGCN without its global branch would rank
+        rest = [f for name, f in out.items() if name not in ("global", "embedding")]
+        if "global" in out and rest:
+            out["without-global"] = torch.cat(rest, dim=1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--cache", required=True)
+    p.add_argument("--without-global", action="store_true",
+                   help="also rank the branches but the global one, concatenated")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "branches.json"))
     args = p.parse_args(argv)
     cache = FeatureCache(args.cache)
@@ -85,8 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
         model, cfg = load_checkpoint(path)
         head = FeatureMapHead(model, cache.image_size, cache.cut)
         cos: dict[str, float] = {}
-        q = branch_features(head, cache, cache.query, cfg["seq_len"], global_cosine=cos)
-        g = branch_features(head, cache, cache.gallery, cfg["seq_len"])
+        q = branch_features(head, cache, cache.query, cfg["seq_len"], global_cosine=cos,
+                            without_global=args.without_global)
+        g = branch_features(head, cache, cache.gallery, cfg["seq_len"],
+                            without_global=args.without_global)
         row = {"checkpoint": str(path), "model": cfg["model"], "global_cosine": cos}
         for name in q:
             for metric in ("euclidean", "cosine"):
@@ -97,10 +108,10 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {k: {s: statistics.fmean(r[k][s] for r in per_ckpt) for s in ("rank1", "mAP")}
                for k in keys}
     print(f"{len(per_ckpt)} checkpoint(s) of {per_ckpt[0]['model']}, mean rank-1 / mAP (%):")
-    print(f"  {'feature':<12} | {'euclidean':>15} | {'cosine':>15}")
+    print(f"  {'feature':<14} | {'euclidean':>15} | {'cosine':>15}")
     for name in dict.fromkeys(k.split("/")[0] for k in keys):
         e, c = summary[f"{name}/euclidean"], summary[f"{name}/cosine"]
-        print(f"  {name:<12} | {e['rank1']:6.1f} / {e['mAP']:5.1f} | "
+        print(f"  {name:<14} | {e['rank1']:6.1f} / {e['mAP']:5.1f} | "
               f"{c['rank1']:6.1f} / {c['mAP']:5.1f}")
     cos_names = per_ckpt[0]["global_cosine"]
     if cos_names:
