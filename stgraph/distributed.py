@@ -102,8 +102,8 @@ def init_from_env(device: torch.device) -> torch.device:
 
 def scale_grad(x: Tensor, factor: float) -> Tensor:
     """``x`` unchanged, its gradient multiplied by ``factor`` on the way back (the same
-    operation as CTL's :func:`~stgraph.models.scale_gradient`, which it calls)."""
-    from stgraph.models.ctl import scale_gradient
+    operation as :func:`~stgraph.models.scale_gradient`, which it calls)."""
+    from stgraph.models.base import scale_gradient
 
     return scale_gradient(x, factor)
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from stgraph.data import PKSampler, TrainClipDataset, VideoReIDDataset
+from stgraph.errors import SettingError
 from stgraph.eval.evaluate import evaluate, rank_features  # noqa: F401 (the old home)
 from stgraph.models.base import model_inputs, takes_keypoints, to_model  # noqa: F401 (the old home)
 
@@ -98,7 +99,7 @@ def mixed_precision(device: str | torch.device):
         and the autocast dtype.
 
     Raises:
-        ValueError: a device type other than ``cpu`` and ``cuda``.
+        SettingError: (a :class:`ValueError`) a device type other than ``cpu`` and ``cuda``.
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -106,8 +107,9 @@ def mixed_precision(device: str | torch.device):
     elif device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
-        raise ValueError(f"--amp: mixed precision runs on cpu (bfloat16) and cuda (bfloat16 or "
-                         f"float16), not on {device.type}; leave --amp out")
+        raise SettingError("{amp}: mixed precision runs on cpu (bfloat16) and cuda (bfloat16 "
+                           "or float16), not on {device_type}; leave {amp} out",
+                           device_type=device.type)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
     def autocast():

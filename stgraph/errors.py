@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NamesSettings", "Setting", "SettingError", "SettingWarning", "flag"]
+__all__ = ["NamesSettings", "Setting", "SettingError", "SettingMemoryError", "SettingWarning",
+           "flag"]
 
 
 def flag(name: str) -> str:
@@ -63,6 +64,11 @@ class NamesSettings:
 
 class SettingError(NamesSettings, ValueError):
     """A wrong setting (a :class:`ValueError`), named in its message."""
+
+
+class SettingMemoryError(NamesSettings, MemoryError):
+    """A run too large for the memory available (a :class:`MemoryError`); the message names
+    the settings that lower it."""
 
 
 class SettingWarning(NamesSettings, UserWarning):

@@ -16,6 +16,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from stgraph.errors import SettingError, SettingMemoryError, SettingWarning
+
 __all__ = [
     "MIN_MAP_CELLS",
     "MemoryEstimate",
@@ -147,9 +149,10 @@ def check_memory(backbone: str, seq_len: int, height: int, width: int, train_cli
         is :obj:`None` and nothing is refused).
 
     Raises:
-        MemoryError: either batch needs more than ``fraction`` of :func:`available_memory`;
-            the message gives both figures and the settings that lower it (with the
-            largest ``--seq-len`` that fits).
+        SettingMemoryError: (a :class:`MemoryError`) either batch needs more than
+            ``fraction`` of :func:`available_memory`; the message gives both figures and the
+            settings that lower it (with the largest ``seq_len`` that fits), spelled as
+            arguments (``seq_len``) or, from ``stgraph train``, as flags (``--seq-len``).
     """
     train_pf, eval_pf, _ = activation_bytes(backbone, height, width, last_stride)
     pixels = 3 * height * width * 4
@@ -162,18 +165,20 @@ def check_memory(backbone: str, seq_len: int, height: int, width: int, train_cli
     if est["available"] is None:
         return est
     budget = fraction * est["available"]
-    for kind, clips, per_frame, flags in (
-            ("training", train_clips, per_train_frame, "--batch-ids / --batch-instances"),
-            ("test", test_clips, per_test_frame, "--test-batch")):
+    for kind, clips, per_frame, batch in (
+            ("training", train_clips, per_train_frame, "{batch_ids} / {batch_instances}"),
+            ("test", test_clips, per_test_frame, "{test_batch}")):
         need = clips * seq_len * per_frame
         if need > budget:
             fits = int(budget // (clips * per_frame))
-            raise MemoryError(
-                f"a {kind} batch of {clips} clips x {seq_len} frames at {height} x {width} "
-                f"needs about {_fmt(need)} for {backbone}'s activations ({_fmt(per_frame)} a "
-                f"frame, measured), but {_fmt(est['available'])} is available on "
-                f"{torch.device(device).type}: lower --seq-len (at most {fits} fits), "
-                f"{flags} or --height / --width")
+            raise SettingMemoryError(
+                "a {kind} batch of {clips} clips x {T} frames at {H} x {W} needs about "
+                "{need} for {backbone_name}'s activations ({frame} a frame, measured), but "
+                "{available} is available on {device_type}: lower {seq_len} (at most {fits} "
+                "fits), " + batch + " or {height} / {width}",
+                kind=kind, clips=clips, T=seq_len, H=height, W=width, need=_fmt(need),
+                backbone_name=backbone, frame=_fmt(per_frame), available=_fmt(est["available"]),
+                device_type=torch.device(device).type, fits=fits)
     return est
 
 
@@ -186,9 +191,12 @@ def check_map_size(model: nn.Module, seq_len: int, height: int, width: int) -> t
         ``(h, w)``: the feature map's rows and columns.
 
     Raises:
-        ValueError: the maps are empty, or the head refuses them (e.g. STGCN's
-            ``num_patches`` stripes need as many rows); the message names the map size and
-            the head's reason.
+        SettingError: (a :class:`ValueError`) the maps are empty, or the head refuses them
+            (e.g. STGCN's ``num_patches`` stripes need as many rows); the message names the
+            map size and the head's reason, and ``height`` / ``width`` as settings.
+
+    Warns:
+        SettingWarning: maps below :data:`MIN_MAP_CELLS`.
     """
     from stgraph.cache import FeatureMapHead
 
@@ -201,26 +209,29 @@ def check_map_size(model: nn.Module, seq_len: int, height: int, width: int) -> t
             try:
                 C, h, w = model.backbone(frame).shape[1:]
             except RuntimeError as err:
-                raise ValueError(f"--height {height} --width {width}: the backbone cannot "
-                                 f"take frames this small ({str(err).splitlines()[0]})") from None
+                raise SettingError("{height} {H} {width} {W}: the backbone cannot take frames "
+                                   "this small ({why})", H=height, W=width,
+                                   why=str(err).splitlines()[0]) from None
             size = f"{h} x {w} feature-map cells (from {height} x {width} frames)"
             if h * w == 0:
-                raise ValueError(f"--height {height} --width {width} gives {size}: "
-                                 "raise the frame size")
+                raise SettingError("{height} {H} {width} {W} gives {size}: raise the frame size",
+                                   H=height, W=width, size=size)
             maps = torch.zeros(1, seq_len, C, h, w, device=p.device, dtype=p.dtype)
             try:
                 FeatureMapHead(model, (height, width))(maps)
             except (ValueError, RuntimeError) as err:
-                raise ValueError(f"--height {height} --width {width} gives {size}, too few "
-                                 f"for model {type(model).__name__}: "
-                                 f"{str(err).splitlines()[0]}") from None
+                raise SettingError("{height} {H} {width} {W} gives {size}, too few for model "
+                                   "{model_name}: {why}", H=height, W=width, size=size,
+                                   model_name=type(model).__name__,
+                                   why=str(err).splitlines()[0]) from None
     finally:
         model.train(was)
     if h < MIN_MAP_CELLS[0] or w < MIN_MAP_CELLS[1]:
-        warnings.warn(f"--height {height} --width {width} gives {size}, below "
-                      f"{MIN_MAP_CELLS[0]} x {MIN_MAP_CELLS[1]}: the head sees little "
-                      "spatial detail (the papers use 256 x 128, 16 x 8 cells)",
-                      UserWarning, stacklevel=2)
+        warnings.warn(SettingWarning("{height} {H} {width} {W} gives {size}, below {min_h} x "
+                                     "{min_w}: the head sees little spatial detail (the papers "
+                                     "use 256 x 128, 16 x 8 cells)", H=height, W=width,
+                                     size=size, min_h=MIN_MAP_CELLS[0], min_w=MIN_MAP_CELLS[1]),
+                      stacklevel=2)
     return int(h), int(w)
 
 

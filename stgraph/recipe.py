@@ -233,8 +233,8 @@ def _preflight(s: TrainSettings, device, dataset, kwargs: dict, num_classes: int
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         preflight.check_map_size(probe, s.seq_len, s.height, s.width)
-    for w in caught:  # (preflight's messages are the command line's)
-        _warn("{text}", text=str(w.message))
+    for w in caught:  # re-raised from here: the caller's line, settings still named
+        warnings.warn(w.message, stacklevel=3)
     lengths = [len(t.frames) for t in dataset.train]
     repeated = preflight.repeated_frames(s.seq_len, lengths)
     if repeated:

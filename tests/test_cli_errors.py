@@ -56,10 +56,14 @@ def test_the_memory_estimate_names_the_batch_and_the_largest_seq_len_that_fits(m
     monkeypatch.setattr(preflight, "available_memory", lambda device: 100 * per_frame)
     est = preflight.check_memory("resnet18", 10, 64, 32, train_clips=8, test_clips=2)
     assert est["train"] == 80 * per_frame  # 8 clips x 10 frames fit in 90 frames' worth
+    # the library names its arguments, the command line (for_cli) its flags
     with pytest.raises(MemoryError, match=r"training batch of 8 clips x 12 frames .* "
-                                          r"lower --seq-len \(at most 11 fits\)"):
+                                          r"lower seq_len \(at most 11 fits\), batch_ids / "
+                                          r"batch_instances or height / width$") as err:
         preflight.check_memory("resnet18", 12, 64, 32, train_clips=8, test_clips=2)
-    with pytest.raises(MemoryError, match=r"test batch of 64 clips x 10 frames.*--test-batch"):
+    assert err.value.for_cli().endswith("lower --seq-len (at most 11 fits), --batch-ids / "
+                                        "--batch-instances or --height / --width")
+    with pytest.raises(MemoryError, match=r"test batch of 64 clips x 10 frames.*test_batch"):
         preflight.check_memory("resnet18", 10, 64, 32, train_clips=1, test_clips=64)
 
 

@@ -9,7 +9,7 @@ from stgraph.models.backbones import build_backbone
 
 __all__ = ["PreBNNeckEmbedding", "VideoReIDModel", "ReIDOutput", "check_positive",
            "model_inputs", "models_with_attention", "parameter_dtype", "ranked_by",
-           "takes_keypoints", "to_model"]
+           "scale_gradient", "takes_keypoints", "to_model"]
 
 #: What every model returns, in train and eval mode alike:
 #: ``embedding`` (B, D) retrieval feature (concatenated post-BNNeck branch features),
@@ -86,6 +86,48 @@ def ranked_by(model: nn.Module, feature: str | None = None) -> nn.Module:
     if feature == "pre-bnneck":
         return PreBNNeckEmbedding(model)
     raise ValueError(f"unknown eval feature {feature!r}; choose post-bnneck or pre-bnneck")
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward, gradient times a constant backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.factor, None
+
+
+def scale_gradient(x: Tensor, factor: float) -> Tensor:
+    r"""``x`` unchanged in the forward pass; its gradient multiplied by ``factor`` backward.
+
+    ``factor=1`` returns ``x`` itself, ``factor=0`` returns ``x.detach()`` (no
+    backward through what made ``x`` at all); otherwise a tiny autograd function
+    multiplies the incoming gradient. CTL uses it on the feature maps its part
+    branch pools (``part_grad_scale``), STGCN on the patch features its graph
+    branches take (``graph_grad_scale``).
+
+    Args:
+        x (Tensor): any tensor.
+        factor (float): gradient factor, :math:`\ge 0`.
+
+    Returns:
+        Tensor equal to ``x``.
+
+    Examples:
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> scale_gradient(x, 0.25).sum().backward()
+        >>> x.grad
+        tensor([0.2500, 0.2500, 0.2500])
+    """
+    if factor == 1:
+        return x
+    if factor == 0:
+        return x.detach()
+    return _ScaleGradient.apply(x, float(factor))
 
 
 def check_positive(**values: int | None) -> None:

@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stgraph.graph import COCO17, KeypointGraphBuilder, Skeleton, keypoint_heatmaps, prior_pose
-from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
+from stgraph.models.base import (
+    ReIDOutput,
+    VideoReIDModel,
+    check_positive,
+    scale_gradient,
+)
 from stgraph.models.registry import register_model
 from stgraph.nn import (
     BNNeck,
@@ -41,47 +46,6 @@ __all__ = ["CTL", "cross_scale_pooling", "scale_gradient"]
 _BACKENDS = ("auto", "torch", "triton", "pyg", "dense")
 _CROSS_SCALE = ("gcn", "add")
 _PART_REDUCE = ("sum", "mean")
-
-
-class _ScaleGradient(torch.autograd.Function):
-    """Identity forward, gradient times a constant backward."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, factor: float) -> Tensor:
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad * ctx.factor, None
-
-
-def scale_gradient(x: Tensor, factor: float) -> Tensor:
-    r"""``x`` unchanged in the forward pass; its gradient multiplied by ``factor`` backward.
-
-    ``factor=1`` returns ``x`` itself, ``factor=0`` returns ``x.detach()`` (no
-    backward through what made ``x`` at all); otherwise a tiny autograd function
-    multiplies the incoming gradient. CTL uses it on the feature maps its part
-    branch pools (``part_grad_scale``).
-
-    Args:
-        x (Tensor): any tensor.
-        factor (float): gradient factor, :math:`\ge 0`.
-
-    Returns:
-        Tensor equal to ``x``.
-
-    Examples:
-        >>> x = torch.ones(3, requires_grad=True)
-        >>> scale_gradient(x, 0.25).sum().backward()
-        >>> x.grad
-        tensor([0.2500, 0.2500, 0.2500])
-    """
-    if factor == 1:
-        return x
-    if factor == 0:
-        return x.detach()
-    return _ScaleGradient.apply(x, float(factor))
 
 
 def cross_scale_pooling(skeleton: Skeleton, fine: str, coarse: str) -> Tensor:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from stgraph.graph import PatchGraphBuilder
 from stgraph.kernels.backend import BACKENDS
-from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive
+from stgraph.models.base import ReIDOutput, VideoReIDModel, check_positive, scale_gradient
 from stgraph.models.registry import register_model
 from stgraph.nn import AffinityGCNConv, BNNeck, DenseAffinityGCN
 
@@ -123,6 +123,15 @@ class STGCN(VideoReIDModel):
         backend (str): graph path, as :class:`STGCNBranch`: ``"auto"``, ``"torch"``,
             ``"triton"`` (dense, with that propagation backend) or ``"pyg"``; ``"dense"``
             is an alias of ``"auto"``. (default: ``"auto"``)
+        graph_grad_scale (float): factor on the gradient the two graph branches send into
+            the backbone through the patch features (:func:`~stgraph.models.scale_gradient`;
+            the forward pass is unchanged): 1 is the paper's joint training, 0 trains the
+            backbone by the global branch alone while the graph branches learn on its maps.
+            (default: :obj:`1.0`, the paper)
+
+    Raises:
+        ValueError: a size below 1, an unknown ``backend``, or ``graph_grad_scale``
+            negative or not finite.
 
     Shapes:
         - **input:** clips :math:`(B, T, 3, H, W)`, the backbone map height
@@ -134,14 +143,18 @@ class STGCN(VideoReIDModel):
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None, seq_len: int = 8, num_patches: int = 4,
                  num_layers: int = 2, embed_channels: int | None = None,
-                 spatial_channels: int = 256, backend: str = "auto") -> None:
+                 spatial_channels: int = 256, backend: str = "auto",
+                 graph_grad_scale: float = 1.0) -> None:
         check_positive(seq_len=seq_len, num_patches=num_patches, num_layers=num_layers,
                        embed_channels=embed_channels, spatial_channels=spatial_channels)
         backend = _check_backend(backend)
+        if not 0 <= graph_grad_scale < float("inf"):
+            raise ValueError(f"graph_grad_scale must be finite and >= 0, got {graph_grad_scale}")
         super().__init__(num_classes, backbone, last_stride, pretrained)
         C = self.feat_channels
         self.seq_len = seq_len
         self.backend = backend
+        self.graph_grad_scale = float(graph_grad_scale)
         self.builder = PatchGraphBuilder(num_patches)
         self.temporal = STGCNBranch(C, C, num_layers, embed_channels, backend)
         self.spatial = STGCNBranch(C, spatial_channels, num_layers, embed_channels, backend)
@@ -160,13 +173,14 @@ class STGCN(VideoReIDModel):
             )
         P = self.builder.num_patches
         x = self.builder.dense(feature_maps)  # (B, T*P, C)
+        x_graph = scale_gradient(x, self.graph_grad_scale)  # what the graph branches take
         if self.backend != "pyg":
-            x_t = self.temporal(x)  # (B, T*P, C)
-            x_s = self.spatial(x.reshape(-1, P, x.size(-1)))  # (B*T, P, C_s)
+            x_t = self.temporal(x_graph)  # (B, T*P, C)
+            x_s = self.spatial(x_graph.reshape(-1, P, x.size(-1)))  # (B*T, P, C_s)
         else:
-            gt = self.builder.to_batch(x, T, graph="temporal")
+            gt = self.builder.to_batch(x_graph, T, graph="temporal")
             x_t = self.builder.to_dense(gt.update({"x": self.temporal(gt.x, gt.edge_index)}))
-            gs = self.builder.to_batch(x, T, graph="spatial")
+            gs = self.builder.to_batch(x_graph, T, graph="spatial")
             x_s = self.spatial(gs.x, gs.edge_index).reshape(B * T, P, -1)
         f_t = x_t.amax(dim=1)  # (B, C): max over the clip's nodes
         f_s = x_s.amax(dim=1).reshape(B, -1)  # (B, T*C_s): max over each frame's nodes

@@ -77,6 +77,39 @@ def test_stgcn_dense_and_pyg_backends_agree():
                                atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.parametrize("backend", ["torch", "pyg"])
+def test_stgcn_graph_grad_scale_scales_only_the_graph_branches_gradient(backend):
+    """The gradient the temporal and spatial branches send into the maps is multiplied by
+    graph_grad_scale exactly, the global branch's is not, and the forward pass is unchanged;
+    0 detaches the graph branches from the backbone."""
+    torch.manual_seed(0)
+    models = {s: STGCN(num_classes=3, seq_len=T, num_patches=2, backend=backend,
+                       graph_grad_scale=s, **SMALL).double() for s in (1.0, 0.25, 0.0)}
+    for m in models.values():
+        m.load_state_dict(models[1.0].state_dict())
+    maps = torch.randn(2, T, 512, 4, 2, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(1)).relu()
+
+    def grads(s, branches):
+        x = maps.clone().requires_grad_()
+        out = models[s].forward_head(x)  # train mode: batch-statistics BN, same for all
+        sum(out["features"][i].square().sum() for i in branches).backward()
+        return out, x.grad
+
+    out1, g1 = grads(1.0, (0, 1))
+    out_q, g_q = grads(0.25, (0, 1))
+    for a, b in zip(out1["features"], out_q["features"], strict=True):
+        assert torch.equal(a, b)
+    assert g1.abs().sum() > 0
+    torch.testing.assert_close(g_q, 0.25 * g1, atol=1e-12, rtol=1e-12)
+    assert grads(0.0, (0, 1))[1] is None  # no backward from the graph branches at all
+    # the global branch (index 2) is untouched; the whole loss is global + s * graph
+    g_glob = grads(1.0, (2,))[1]
+    assert torch.equal(grads(0.0, (2,))[1], g_glob)
+    torch.testing.assert_close(grads(0.25, (0, 1, 2))[1], g_glob + 0.25 * g1,
+                               atol=1e-12, rtol=1e-12)
+
+
 def test_stgcn_is_invariant_to_clip_order_in_the_batch():
     torch.manual_seed(0)
     model = STGCN(num_classes=3, seq_len=T, num_patches=2, **SMALL).eval()
@@ -96,3 +129,6 @@ def test_errors():
         model(torch.randn(2, 3, H, W))
     with pytest.raises(ValueError, match="unknown backend"):
         STGCN(num_classes=3, backend="sparse", **SMALL)
+    for bad in (-0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="graph_grad_scale must be finite and >= 0"):
+            STGCN(num_classes=3, graph_grad_scale=bad, **SMALL)
