@@ -12,7 +12,9 @@ features; before any training the BNNeck is the identity, so both features rank 
 For every variant the JSON keeps each epoch's training loss, accuracy and evaluation
 (rank-1 / mAP with the run's ranking distance), and the checkpoint of the last epoch
 re-ranked with the other distance and with the other feature (before/after the BNNeck),
-so the feature that is ranked is measured without another run.
+so the feature that is ranked is measured without another run; the same checkpoint is
+also ranked after its batch-norm statistics are re-estimated on one epoch of training clips
+(precise BN), which measures how far the running statistics lag behind the weights.
 
 Usage (from the repository root; one heavy job at a time)::
 
@@ -33,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timer import machine, save_results  # noqa: E402
 from accuracy import CUHK03, ROOT, data_args  # noqa: E402
@@ -45,6 +49,7 @@ VARIANTS = {
     "lr-x1-warmup3": "--backbone-lr-mult 1 --warmup-epochs 3",
     "lr-x1-frozen-bn2": "--backbone-lr-mult 1 --freeze-bn-epochs 2",
     "lr-x1-no-erasing-pad": "--backbone-lr-mult 1 --erasing 0 --pad 0",
+    "bn-momentum-0.1": "--bn-momentum 0.1",
 }
 
 
@@ -70,9 +75,15 @@ def untrained(args) -> dict:
 
 
 def reevaluate(run: Path, args) -> dict:
-    """``last.pth`` ranked by both distances and both features."""
+    """``last.pth`` ranked by both distances and both features; and, post-BNNeck with
+    cosine distance, once more after its batch norms' running statistics are re-estimated
+    on one epoch of training clips ("precise BN", ``torch.optim.swa_utils.update_bn``: the
+    statistics of the weights as they are, without the running average's lag)."""
+    from torch.optim.swa_utils import update_bn
+
     from stgraph.checkpoint import load_checkpoint
     from stgraph.data import create_dataset
+    from stgraph.engine import make_train_loader
     from stgraph.eval import evaluate
     from stgraph.models.base import ranked_by
 
@@ -84,6 +95,15 @@ def reevaluate(run: Path, args) -> dict:
             m = evaluate(ranked_by(model, feature), dataset, cfg["seq_len"], cfg["height"],
                          cfg["width"], metric=metric, progress=False)
             out[f"{feature}/{metric}"] = {k: m[k] for k in ("rank1", "rank5", "mAP")}
+    a = cfg["args"]
+    loader = make_train_loader(dataset, cfg["seq_len"], cfg["height"], cfg["width"],
+                               a["batch_ids"], a["batch_instances"], seed=a["seed"],
+                               pad=a["pad"], erasing=a["erasing"], flip=not a["no_flip"])
+    with torch.no_grad():
+        update_bn((batch["clip"] for batch in loader), model)
+    m = evaluate(model.eval(), dataset, cfg["seq_len"], cfg["height"], cfg["width"],
+                 metric="cosine", progress=False)
+    out["post-bnneck/cosine/precise-bn"] = {k: m[k] for k in ("rank1", "rank5", "mAP")}
     return out
 
 

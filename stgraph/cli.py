@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-bn-epochs", type=NON_NEGATIVE, default=0,
                    help="keep the backbone's batch-norm statistics (its pretrained running "
                         "means and variances) frozen for the first N epochs (default 0)")
+    t.add_argument("--bn-momentum", type=float_in(0, 1, low_open=True), default=None,
+                   help="momentum of the backbone's batch-norm running statistics, PyTorch's "
+                        "convention (default: the backbone's own: 0.1 for the ResNets, 0.01 "
+                        "for EfficientNet-Lite, TF's 0.99)")
     t.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     t.add_argument("--pad", type=NON_NEGATIVE, default=None,
                    help="zero padding in pixels before the random crop (default: the "

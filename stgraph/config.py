@@ -312,6 +312,7 @@ class TrainSettings:
     part_triplet_weight: float = 1.0
     backbone_lr_mult: float | None = None
     freeze_bn_epochs: int = 0
+    bn_momentum: float | None = None  # None: the backbone's own (Lite0 0.01, ResNet 0.1)
     no_flip: bool = False
     pad: int | None = None
     erasing: float = 0.5

@@ -28,6 +28,7 @@ __all__ = [
     "make_train_loader",
     "mixed_precision",
     "rng_state",
+    "set_bn_momentum",
     "set_rng_state",
     "train_one_epoch",
     "warmup_cosine",
@@ -155,6 +156,33 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 5e-4,
                          "(all have requires_grad=False, or only the backbone with "
                          "backbone_lr_mult=0)")
     return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> int:
+    """Set the running-statistics momentum of every batch norm in ``module`` (PyTorch's
+    convention: ``running = (1 - momentum) * running + momentum * batch``).
+
+    A backbone trained in TensorFlow keeps TF's momentum 0.99, i.e. PyTorch 0.01
+    (EfficientNet-Lite here): its running statistics then follow the fine-tuned weights with
+    a lag of about ``1 / momentum`` steps (100), which on a small re-ID set is several
+    epochs, and an evaluation in eval mode sees statistics that are mostly ImageNet's.
+
+    Args:
+        module (nn.Module): e.g. ``model.backbone``.
+        momentum (float): in :math:`(0, 1]`.
+
+    Returns:
+        int: the number of batch norms set.
+
+    Raises:
+        ValueError: ``momentum`` outside :math:`(0, 1]`.
+    """
+    if not 0 < momentum <= 1:
+        raise ValueError(f"set_bn_momentum: momentum must be > 0 and <= 1, got {momentum}")
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.momentum = float(momentum)
+    return len(norms)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,

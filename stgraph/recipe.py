@@ -59,6 +59,7 @@ from stgraph.engine import (
     build_optimizer,
     make_train_loader,
     mixed_precision,
+    set_bn_momentum,
     warmup_cosine,
 )
 from stgraph.errors import SettingError, SettingWarning
@@ -285,6 +286,9 @@ def prepare(settings: TrainSettings, device: torch.device | None = None,
         raise SettingError("{batch_ids} x {batch_instances} = {share} clips per step cannot "
                            "be shared by {n} processes: make it a multiple of the number of "
                            "processes", share=share, n=distributed.world_size())
+    if s.bn_momentum is not None and not 0 < s.bn_momentum <= 1:
+        raise SettingError("{bn_momentum} must be > 0 and <= 1 (PyTorch's convention), got "
+                           "{value}", value=s.bn_momentum)
     out_dir = Path(s.output).absolute()
     check_output_folder(out_dir)
     if s.cut is not None and not s.feature_cache:
@@ -420,6 +424,8 @@ def _train_locked(run: TrainingRun, callbacks, log) -> dict:
             dataset.check_frames(dataset.query + dataset.gallery, progress=run.progress)
     torch.manual_seed(s.seed)
     model = create_model(s.model, num_classes=run.num_classes, **run.model_kwargs)
+    if s.bn_momentum is not None:
+        set_bn_momentum(model.backbone, s.bn_momentum)
     if ddp and s.sync_bn:
         model = distributed.convert_sync_batchnorm(model, device)
     model = model.to(device)

@@ -233,3 +233,40 @@ def test_frozen_bn_epochs_keep_the_backbones_statistics_then_release_them():
     with pytest.raises(ValueError, match="frozen_bn_epochs must be >= 0, got -1"):
         Trainer(model, loader, ReIDLoss(4), build_optimizer(model, 1e-3), epochs=1,
                 frozen_bn_epochs=-1)
+
+
+def test_bn_momentum_reaches_every_backbone_batch_norm_and_its_running_statistics(tmp_path):
+    from stgraph.config import TrainSettings
+    from stgraph.engine import set_bn_momentum
+    from stgraph.models import create_model
+    from stgraph.recipe import train
+
+    model = create_model("tp", num_classes=4, backbone="efficientnet_lite0")
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {m.momentum for m in norms} == {0.01}  # TF's 0.99, Lite0's own
+    assert set_bn_momentum(model.backbone, 0.1) == len(norms) > 40
+    assert {m.momentum for m in norms} == {0.1} and model.necks[0].bn.momentum == 0.1
+    # one step in train mode moves the running mean by momentum x (batch mean - running)
+    bn = torch.nn.BatchNorm1d(3)
+    set_bn_momentum(bn, 0.25)
+    x = torch.arange(6.0).reshape(2, 3)
+    bn(x)
+    torch.testing.assert_close(bn.running_mean, 0.25 * x.mean(0))
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="momentum must be > 0 and <= 1"):
+            set_bn_momentum(bn, bad)
+    # a run's setting: the trained backbone's batch norms have it, and it is recorded
+    settings = TrainSettings(model="tp", dataset="synthetic", backbone="resnet18", height=64,
+                             width=32, seq_len=2, batch_ids=2, batch_instances=2, epochs=1,
+                             workers=0, no_progress=True, bn_momentum=0.3,
+                             dataset_kwargs={"num_train_ids": 4, "num_test_ids": 2,
+                                             "image_size": [64, 32], "seed": 0},
+                             output=str(tmp_path / "run"))
+    seen = []
+    train(settings, callbacks=[lambda trainer, record: seen.append(
+        {m.momentum for m in trainer.model.backbone.modules()
+         if isinstance(m, torch.nn.BatchNorm2d)})])
+    from stgraph.checkpoint import load_checkpoint
+
+    assert seen == [{0.3}]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pth")[1]["args"]["bn_momentum"] == 0.3

@@ -59,6 +59,7 @@ def test_prepare_checks_every_setting_before_anything_is_written(tmp_path):
     cases = [
         (dict(model_arg=["nope=1"]), "takes no argument 'nope'"),
         (dict(cut="head"), "cut is a setting of feature_cache"),
+        (dict(bn_momentum=0.0), r"bn_momentum must be > 0 and <= 1 .*got 0.0"),
         (dict(batch_ids=3, batch_instances=3), None),  # fine in one process
     ]
     for kw, message in cases:
