@@ -13,7 +13,8 @@ separate models (one query is one point of rank-1), so:
 * **frozen** (``--cut end``): the same, with the backbone's output maps cached and the
   head alone trained (the backbone's global feature cannot learn).
 * **finetune**: the same backbone trained end to end with the recipe (flip, pad + crop,
-  random erasing, backbone lr x 0.1), one seed, at ``--ft-height x --ft-width``.
+  random erasing, backbone at the head's learning rate, no warm-up), one seed, at
+  ``--ft-height x --ft-width``.
 
 Each model is evaluated as ``stgraph train`` does (cosine distance, the default) and with
 euclidean distance (the checkpoint re-evaluated, kept in ``metrics_euclidean.json``; runs
