@@ -39,7 +39,7 @@ from stgraph.cache import FeatureCache, FeatureMapHead, make_cached_train_loader
 from stgraph.checkpoint import load_checkpoint  # noqa: E402
 from stgraph.losses import CrossEntropyLabelSmooth, TripletLoss, diversity_loss  # noqa: E402
 from stgraph.models import create_model  # noqa: E402
-from stgraph.models.base import takes_keypoints  # noqa: E402
+from stgraph.models.base import takes_keypoints, to_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,13 +48,13 @@ def branch_gradients(head: FeatureMapHead, batch: dict, num_classes: int,
                      margin: float = 0.3) -> dict[str, torch.Tensor]:
     """The gradient of each branch's CE + triplet loss (and of CTL's diversity loss) with
     respect to the tail's output maps ``(B, T, C, h, w)``, for one batch in train mode."""
-    maps = batch["clip"]
+    maps = to_model(batch["clip"], head.model, "cpu")  # float16 maps in the model's dtype
     B, T = maps.shape[:2]
     tail_out = head.model.backbone.forward_from(maps.flatten(0, 1), head.cut)
     tail_out = tail_out.reshape(B, T, *tail_out.shape[1:]).detach().requires_grad_()
     model = head.model
     if takes_keypoints(model):
-        heat = model.heatmaps(batch["keypoints"], B, T, head.image_size,
+        heat = model.heatmaps(to_model(batch["keypoints"], model, "cpu"), B, T, head.image_size,
                               tuple(tail_out.shape[-2:]), tail_out.device, tail_out.dtype)
         out = model.forward_head(tail_out, heat)
     else:

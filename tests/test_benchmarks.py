@@ -284,3 +284,46 @@ def test_gpu_script_quick_runs_every_step_on_the_cpu(tmp_path):
                  "fine-tune ctl", "done: JSON in"):
         assert step in out, step
     assert out.count("rank-1") >= 3 and "s/epoch" in out
+
+
+def test_branch_gradients_add_up_to_the_training_loss_gradient(tmp_path):
+    """The branches' gradients into the tail's maps sum to the gradient of ReIDLoss (the
+    loss the run trains), and the global branch's is the reference (ratio 1, cosine 1)."""
+    import torch
+
+    from stgraph.cache import (
+        FeatureCache,
+        FeatureMapHead,
+        build_feature_cache,
+        cache_settings,
+        make_cached_train_loader,
+    )
+    from stgraph.data import SyntheticReID
+    from stgraph.losses import ReIDLoss
+    from stgraph.models import create_model
+
+    data = SyntheticReID(num_train_ids=16, num_test_ids=2, min_frames=2, max_frames=4,
+                         image_size=(64, 32), seed=1)
+    torch.manual_seed(0)
+    model = create_model("stgcn", num_classes=16, backbone="resnet18", seq_len=4,
+                         num_patches=2)
+    settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, 64, 32, cut="layer4")
+    build_feature_cache(data, model.backbone, tmp_path / "c", settings, progress=False)
+    cache = FeatureCache(tmp_path / "c")
+    head = FeatureMapHead(model.double(), cache.image_size, cache.cut).train()
+    bench = _load("branch_gradients")
+    batch = next(iter(make_cached_train_loader(cache, 4, 16, 2)))
+    torch.manual_seed(1)
+    grads = bench.branch_gradients(head, batch, 16)
+    assert set(grads) == {"temporal", "spatial", "global"}
+    B, T = batch["clip"].shape[:2]
+    tail = model.backbone.forward_from(batch["clip"].double().flatten(0, 1), cache.cut)
+    tail = tail.reshape(B, T, *tail.shape[1:]).detach().requires_grad_()
+    torch.manual_seed(1)
+    total, _ = ReIDLoss(16)(model.forward_head(tail), batch["pid"])
+    (want,) = torch.autograd.grad(total, tail)
+    torch.testing.assert_close(sum(grads.values()), want, atol=1e-10, rtol=1e-8)
+    rows = bench.measure(head, cache, 16, batches=1, seed=0)
+    assert rows["global"]["ratio"] == pytest.approx(1.0)
+    assert rows["global"]["cosine"] == pytest.approx(1.0)
+    assert all(r["norm"] > 0 for r in rows.values())
