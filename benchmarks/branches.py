@@ -8,7 +8,9 @@ branch's post-BNNeck feature alone and the model's embedding, per checkpoint, wi
 euclidean and cosine distance, and averages over the checkpoints given (e.g. the seeds of
 ``benchmarks/accuracy.py``). It also gives, per branch as wide as the global one, the mean
 cosine of its feature with the global feature before the BNNecks (CTL's V_f^a is
-TAP(parts + V_g): near 1 when the parts add little to V_g).
+TAP(parts + V_g): near 1 when the parts add little to V_g). For a model whose embedding is
+one of its branches (CTL), the concatenation of all its post-BNNeck branch features is
+ranked as well (``all-branches``, what STGCN's embedding is).
 
 Usage (from the repository root)::
 
@@ -77,6 +79,10 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
         rest = [f for name, f in out.items() if name not in ("global", "embedding")]
         if "global" in out and rest:
             out["without-global"] = torch.cat(rest, dim=1)
+    branches = [f for name, f in out.items() if name not in ("embedding", "without-global")]
+    if sum(f.size(1) for f in branches) != out["embedding"].size(1):
+        # a model that ranks one branch (CTL: V_f^a): all its branches concatenated too
+        out["all-branches"] = torch.cat(branches, dim=1)
     return out
 
 

@@ -46,6 +46,8 @@ __all__ = ["CTL", "cross_scale_pooling", "scale_gradient"]
 _BACKENDS = ("auto", "torch", "triton", "pyg", "dense")
 _CROSS_SCALE = ("gcn", "add")
 _PART_REDUCE = ("sum", "mean")
+#: What CTL ranks: its branches' post-BNNeck features, by name.
+_EMBEDDINGS = {"aggregate": (1,), "concat": (2,), "all": (0, 1, 2)}
 
 
 def cross_scale_pooling(skeleton: Skeleton, fine: str, coarse: str) -> Tensor:
@@ -109,7 +111,8 @@ class CTL(VideoReIDModel):
     rescaling) for the diversity loss of eq. (8)
     (:func:`~stgraph.losses.diversity_loss`, added by
     :class:`~stgraph.losses.ReIDLoss`). The retrieval embedding is
-    :math:`V_f^a` after its BNNeck (the paper's inference feature).
+    :math:`V_f^a` after its BNNeck (the paper's inference feature), or
+    another choice of ``embedding``; all three features train whatever is ranked.
 
     Keypoints come with the clips (``keypoints`` in image pixels, as
     :class:`~stgraph.data.TrainClipDataset` with ``keypoints=True`` gives
@@ -200,19 +203,24 @@ class CTL(VideoReIDModel):
             ``MessagePassing`` twins); ``"dense"`` is an alias of ``"auto"``.
             Same parameters, same numbers; the CS-GCLs have no kernel (batched
             matmuls for all but ``"pyg"``). (default: ``"auto"``)
+        embedding (str): the feature ranked at test time, after its BNNeck:
+            ``"aggregate"`` (:math:`V_f^a`, the paper's inference feature), ``"concat"``
+            (:math:`V_f^c`) or ``"all"`` (the three concatenated, as STGCN ranks its
+            branches). Training is the same for all three. (default: ``"aggregate"``)
 
     Shapes:
         - **input:** clips :math:`(B, T, 3, H, W)`; optional ``keypoints``
           :math:`(B, T, K, 3)` rows ``(x, y, score)`` in pixels of the
           :math:`H \times W` frames, or ``heatmaps`` :math:`(B, T, K, h, w)`
           on the feature grid, normalised over its cells
-        - **output:** dict with ``embedding`` :math:`(B, C)` (:math:`V_f^a`),
+        - **output:** dict with ``embedding`` :math:`(B, C)` (:math:`V_f^a`; :math:`V_f^c`
+          with ``embedding="concat"``, :math:`(B, 3C)` with ``"all"``),
           branches ``("global", "aggregate", "concat")`` and ``part_features``
           :math:`(B, N_{s_3}, C)`
 
     Raises:
         ValueError: an unknown ``backend`` / ``cross_scale`` / ``part_reduce`` /
-            scale, a skeleton without two part scales, ``num_layers < 0``, a
+            ``embedding`` / scale, a skeleton without two part scales, ``num_layers < 0``, a
             non-positive ``heatmap_temperature``, a negative
             ``part_grad_scale``, or keypoints /
             heatmaps of the wrong shape or with NaN (the message names the
@@ -230,7 +238,8 @@ class CTL(VideoReIDModel):
                  cross_embed_channels: int | None = None, heatmap_sigma: float = 1.0,
                  heatmap_temperature: float = 0.1, part_reduce: str = "sum",
                  part_grad_scale: float = 1.0, normalize_parts: bool = False,
-                 scale_cross_attention: bool = True, backend: str = "auto") -> None:
+                 scale_cross_attention: bool = True, backend: str = "auto",
+                 embedding: str = "aggregate") -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(_BACKENDS)}")
         if cross_scale not in _CROSS_SCALE:
@@ -239,6 +248,9 @@ class CTL(VideoReIDModel):
         if part_reduce not in _PART_REDUCE:
             raise ValueError(f"unknown part_reduce {part_reduce!r}; "
                              f"choose one of: {', '.join(_PART_REDUCE)}")
+        if embedding not in _EMBEDDINGS:
+            raise ValueError(f"unknown embedding {embedding!r}; "
+                             f"choose one of: {', '.join(_EMBEDDINGS)}")
         if not heatmap_temperature > 0:
             raise ValueError(f"heatmap_temperature must be > 0, got {heatmap_temperature} "
                              "(1 is the paper's softmax, lower sharpens)")
@@ -277,6 +289,7 @@ class CTL(VideoReIDModel):
         self.heatmap_sigma = float(heatmap_sigma)
         self.heatmap_temperature = float(heatmap_temperature)
         self.part_reduce = part_reduce
+        self.embedding = embedding
         self.part_grad_scale = float(part_grad_scale)
         self.normalize_parts = bool(normalize_parts)
         self.scale_cross_attention = bool(scale_cross_attention)
@@ -388,6 +401,6 @@ class CTL(VideoReIDModel):
         f_a = (reduced + v_g).mean(dim=1)
         f_c = (self.g_c(parts).flatten(2)[..., :C] + v_g).mean(dim=1)
         out = self._output(("global", "aggregate", "concat"), [f_g, f_a, f_c], self.necks,
-                           embed=(1,))
+                           embed=_EMBEDDINGS[self.embedding])
         out["part_features"] = v_p.mean(dim=1)  # (B, N_s3, C): TAP(V_p) for eq. (8)
         return out

@@ -39,6 +39,29 @@ def test_registered_with_three_branches_and_aggregate_embedding():
     torch.testing.assert_close(out["embedding"], emb)
 
 
+
+def test_embedding_choice_ranks_the_named_branches_and_trains_the_same():
+    """embedding="concat" / "all" change only what is ranked: V_f^c, or the three
+    post-BNNeck features concatenated; features and logits are those of the default."""
+    torch.manual_seed(0)
+    ref = create_model("ctl", **SMALL).eval()
+    clips, kp = _clips(), _keypoints()
+    with torch.no_grad():
+        want = ref(clips, keypoints=kp)
+        post = [neck(f)[0] for neck, f in zip(ref.necks, want["features"], strict=True)]
+        for choice, expected in (("concat", post[2]), ("all", torch.cat(post, dim=1))):
+            model = create_model("ctl", **SMALL, embedding=choice).eval()
+            model.load_state_dict(ref.state_dict())
+            out = model(clips, keypoints=kp)
+            torch.testing.assert_close(out["embedding"], expected)
+            for a, b in zip(out["features"] + out["logits"], want["features"] + want["logits"],
+                            strict=True):
+                assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown embedding 'mean'; choose one of: "
+                                         "aggregate, concat, all"):
+        create_model("ctl", **SMALL, embedding="mean")
+
+
 PAPER = {"heatmap_temperature": 1.0, "part_reduce": "sum", "part_grad_scale": 1.0,
          "normalize_parts": False, "scale_cross_attention": False}  # the paper-literal CTL
 
