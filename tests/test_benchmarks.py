@@ -327,3 +327,19 @@ def test_branch_gradients_add_up_to_the_training_loss_gradient(tmp_path):
     assert rows["global"]["ratio"] == pytest.approx(1.0)
     assert rows["global"]["cosine"] == pytest.approx(1.0)
     assert all(r["norm"] > 0 for r in rows.values())
+
+
+def test_plot_curves_reads_the_evaluated_epochs(tmp_path):
+    run = tmp_path / "finetune" / "tp" / "seed0"
+    run.mkdir(parents=True)
+    lines = [{"epoch": 1, "acc": 0.1, "loss": 3.0}, {"epoch": 2, "acc": 0.5, "loss": 2.0,
+                                                     "rank1": 0.25, "mAP": 0.4}]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    out = tmp_path / "curves.png"
+    data = _load("plot_curves").main([str(run), "--out", str(out), "--reference", "7"])
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    c = data["curves"]["tp"]
+    assert c["eval_epoch"] == [2] and c["rank1"] == [25.0] and c["acc"] == [10.0, 50.0]
+    assert json.loads(out.with_suffix(".json").read_text())["reference"] == 7.0
+    with pytest.raises(FileNotFoundError, match="log.jsonl: not found"):
+        _load("plot_curves").main([str(tmp_path), "--out", str(out)])
