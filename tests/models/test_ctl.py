@@ -26,17 +26,23 @@ def _keypoints(b=2, seed=1):
     return kp
 
 
-def test_registered_with_three_branches_and_aggregate_embedding():
+def test_registered_with_three_branches_and_their_concatenation_as_embedding():
     torch.manual_seed(0)
     model = create_model("ctl", **SMALL).eval()
     assert isinstance(model, CTL) and model.input_keys == ("keypoints",)
     with torch.no_grad():
         out = model(_clips(), keypoints=_keypoints())
     assert out["branches"] == ("global", "aggregate", "concat")
-    assert out["embedding"].shape == (2, 512) and out["part_features"].shape == (2, 5, 512)
-    # inference feature is V_f^a after its BNNeck (the paper's choice), not a concatenation
-    emb, _ = model.necks[1](out["features"][1])
-    torch.testing.assert_close(out["embedding"], emb)
+    assert out["embedding"].shape == (2, 3 * 512) and out["part_features"].shape == (2, 5, 512)
+    # the default ranks the three post-BNNeck features concatenated (ours) ...
+    post = [neck(f)[0] for neck, f in zip(model.necks, out["features"], strict=True)]
+    torch.testing.assert_close(out["embedding"], torch.cat(post, dim=1))
+    # ... the paper ranks V_f^a after its BNNeck
+    paper = create_model("ctl", **SMALL, embedding="aggregate").eval()
+    paper.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(paper(_clips(), keypoints=_keypoints())["embedding"],
+                                   post[1])
 
 
 
@@ -44,7 +50,7 @@ def test_embedding_choice_ranks_the_named_branches_and_trains_the_same():
     """embedding="concat" / "all" change only what is ranked: V_f^c, or the three
     post-BNNeck features concatenated; features and logits are those of the default."""
     torch.manual_seed(0)
-    ref = create_model("ctl", **SMALL).eval()
+    ref = create_model("ctl", **SMALL, embedding="aggregate").eval()
     clips, kp = _clips(), _keypoints()
     with torch.no_grad():
         want = ref(clips, keypoints=kp)
@@ -63,7 +69,8 @@ def test_embedding_choice_ranks_the_named_branches_and_trains_the_same():
 
 
 PAPER = {"heatmap_temperature": 1.0, "part_reduce": "sum", "part_grad_scale": 1.0,
-         "normalize_parts": False, "scale_cross_attention": False}  # the paper-literal CTL
+         "normalize_parts": False, "scale_cross_attention": False,
+         "embedding": "aggregate"}  # the paper-literal CTL
 
 
 @pytest.mark.parametrize("kwargs", [
