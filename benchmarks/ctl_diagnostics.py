@@ -167,9 +167,11 @@ def main(argv: list[str] | None = None) -> dict:
     results["heatmaps"] = heatmap_sharpness(maps, kps, cache.image_size, (1.0, 0.5, 0.2, 0.1))
     results["cross_scale"] = cross_scale_attention(maps, kps, cache.image_size,
                                                    cache.num_train_pids)
-    configs = [("paper: sum", {"part_reduce": "sum"}),
-               ("mean", {"part_reduce": "mean"}),
-               ("mean + normalize_parts", {"part_reduce": "mean", "normalize_parts": True}),
+    # part_grad_scale 1: the paper's joint training (stgraph's default 0 sends no part gradient)
+    configs = [("paper: sum", {"part_reduce": "sum", "part_grad_scale": 1.0}),
+               ("mean", {"part_reduce": "mean", "part_grad_scale": 1.0}),
+               ("mean + normalize_parts", {"part_reduce": "mean", "normalize_parts": True,
+                                           "part_grad_scale": 1.0}),
                ("mean, part_grad_scale 0.1", {"part_reduce": "mean", "part_grad_scale": 0.1})]
     results["gradients"] = gradient_balance(dataset, settings.get("pretrained"), args.batches,
                                             configs,

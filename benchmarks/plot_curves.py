@@ -22,7 +22,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def read_log(run: Path) -> list[dict]:
@@ -47,7 +47,8 @@ def plot(runs: list[Path], out: Path, reference: float | None = None,
          reference_label: str = "reference", title: str | None = None) -> dict:
     """Draw rank-1, mAP (evaluated epochs) and training accuracy per epoch of ``runs``."""
     curves = {}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig = Figure(figsize=(13, 3.8), layout="constrained")  # no pyplot: no global figure
+    axes = fig.subplots(1, 3)
     for run in runs:
         records = read_log(run)
         label = label_of(run)
@@ -74,7 +75,6 @@ def plot(runs: list[Path], out: Path, reference: float | None = None,
         fig.suptitle(title)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     data = {"runs": [str(r) for r in runs], "reference": reference, "curves": curves}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     return data

@@ -305,8 +305,10 @@ def test_branch_gradients_add_up_to_the_training_loss_gradient(tmp_path):
     data = SyntheticReID(num_train_ids=16, num_test_ids=2, min_frames=2, max_frames=4,
                          image_size=(64, 32), seed=1)
     torch.manual_seed(0)
+    # the paper's joint training (graph_grad_scale 1, as main() measures every model): the
+    # graph branches' gradients reach the backbone, so ReIDLoss's is the sum of all three
     model = create_model("stgcn", num_classes=16, backbone="resnet18", seq_len=4,
-                         num_patches=2)
+                         num_patches=2, graph_grad_scale=1.0)
     settings = cache_settings({"name": "synthetic"}, "resnet18", None, 1, 64, 32, cut="layer4")
     build_feature_cache(data, model.backbone, tmp_path / "c", settings, progress=False)
     cache = FeatureCache(tmp_path / "c")
@@ -343,3 +345,7 @@ def test_plot_curves_reads_the_evaluated_epochs(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["reference"] == 7.0
     with pytest.raises(FileNotFoundError, match="log.jsonl: not found"):
         _load("plot_curves").main([str(tmp_path), "--out", str(out)])
+    if "matplotlib.pyplot" in sys.modules:  # the figure is not pyplot's: none is left open
+        import matplotlib.pyplot as plt
+
+        assert plt.get_fignums() == []
