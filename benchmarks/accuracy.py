@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import statistics
 import subprocess
@@ -237,18 +238,24 @@ def _num(x: float | None) -> str:
 
 
 def table(title: str, rows: list[dict]) -> str:
+    """A markdown table of ``rows``: mean ± std over seeds, cosine first (the default
+    ranking distance), then euclidean; "–" for a figure no run of the row has (runs merged
+    from older outputs lack the cosine rank-5)."""
+
     def f(r, key):
+        if math.isnan(r[key]):
+            return "–"
         return f"{r[key]:.1f} ± {r[key + '_std']:.1f}"
 
+    keys = ("cos_rank1", "cos_rank5", "cos_mAP", "rank1", "rank5", "mAP")
     lines = [f"### {title}", "",
-             "| model | seeds | rank-1 | rank-5 | mAP | rank-1 (cos) | mAP (cos) "
-             "| trainable params | s/epoch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | seeds | rank-1 (cos) | rank-5 (cos) | mAP (cos) | rank-1 (eucl.) "
+             "| rank-5 (eucl.) | mAP (eucl.) | trainable params | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['seeds']} | {f(r, 'rank1')} | {f(r, 'rank5')} | "
-            f"{f(r, 'mAP')} | {f(r, 'cos_rank1')} | {f(r, 'cos_mAP')} | "
-            f"{_millions(r['trainable_parameters'])} | {_num(r['seconds_per_epoch'])} |")
+        lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(f(r, k) for k in keys)
+                     + f" | {_millions(r['trainable_parameters'])} | "
+                     f"{_num(r['seconds_per_epoch'])} |")
     return "\n".join(lines)
 
 
