@@ -12,9 +12,14 @@ TAP(parts + V_g): near 1 when the parts add little to V_g). For a model whose em
 one of its branches (CTL), the concatenation of all its post-BNNeck branch features is
 ranked as well (``all-branches``, what STGCN's embedding is).
 
+Without ``--cache`` the checkpoints are evaluated from the frames of the dataset they were
+trained on (fine-tuned models, ``benchmarks/accuracy.py --protocol finetune``), at their
+size and clip length; the cosine with the global branch is then left out.
+
 Usage (from the repository root)::
 
     python benchmarks/branches.py --cache CACHE runs/accuracy/frozen/stgcn/seed*/checkpoint.pth
+    python benchmarks/branches.py runs/accuracy/finetune/stgcn/seed0/checkpoint.pth
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ from _timer import machine, save_results  # noqa: E402
 
 from stgraph.cache import CachedTestClips, FeatureCache, FeatureMapHead  # noqa: E402
 from stgraph.checkpoint import load_checkpoint  # noqa: E402
+from stgraph.config import load_dataset  # noqa: E402
+from stgraph.data.clips import TestClipDataset  # noqa: E402
 from stgraph.eval import rank_features  # noqa: E402
+from stgraph.eval.features import extract_features  # noqa: E402
+from stgraph.models.base import takes_keypoints  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,28 +95,82 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
     return out
 
 
+class _AllBranches(torch.nn.Module):
+    """``model`` whose ``"embedding"`` is every branch's post-BNNeck feature and the
+    model's own embedding side by side (``widths`` names the columns after the first
+    batch), so that one pass of :func:`~stgraph.eval.features.extract_features` pools them
+    all per tracklet (a mean, so each column block is that feature's tracklet mean)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.input_keys = tuple(getattr(model, "input_keys", ()))
+        self.widths: dict[str, int] = {}
+        self.train(model.training)  # extract_features restores this mode on the model
+
+    def forward(self, clip, **extra):
+        out = self.model(clip, **extra)
+        feats = {name: neck(f)[0] for name, f, neck in
+                 zip(out["branches"], out["features"], self.model.necks, strict=True)}
+        feats["embedding"] = out["embedding"]
+        self.widths = {name: f.size(1) for name, f in feats.items()}
+        return {"embedding": torch.cat(list(feats.values()), dim=1)}
+
+
+@torch.no_grad()
+def frame_branch_features(model, dataset, tracklets, seq_len: int, height: int, width: int,
+                          batch_size: int = 32,
+                          without_global: bool = False) -> dict[str, torch.Tensor]:
+    """:func:`branch_features` from the frames (every frame, consecutive clips, as
+    :func:`stgraph.eval.evaluate`), for a model trained end to end."""
+    clips = TestClipDataset(dataset, tracklets, seq_len, height, width,
+                            keypoints=takes_keypoints(model))
+    wrapped = _AllBranches(model)
+    feats = extract_features(wrapped, DataLoader(clips, batch_size=batch_size),
+                             clips.num_tracklets)
+    out = dict(zip(wrapped.widths, feats.split(list(wrapped.widths.values()), dim=1),
+                   strict=True))
+    if without_global:
+        rest = [f for name, f in out.items() if name not in ("global", "embedding")]
+        if "global" in out and rest:
+            out["without-global"] = torch.cat(rest, dim=1)
+    branches = [f for name, f in out.items() if name not in ("embedding", "without-global")]
+    if sum(f.size(1) for f in branches) != out["embedding"].size(1):
+        out["all-branches"] = torch.cat(branches, dim=1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--cache", required=True)
+    p.add_argument("--cache", help="the cache the runs trained from (default: evaluate "
+                   "from the frames of the checkpoint's dataset)")
     p.add_argument("--without-global", action="store_true",
                    help="also rank the branches but the global one, concatenated")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "branches.json"))
     args = p.parse_args(argv)
-    cache = FeatureCache(args.cache)
+    cache = FeatureCache(args.cache) if args.cache else None
     per_ckpt = []
     for path in args.checkpoints:
         model, cfg = load_checkpoint(path)
-        head = FeatureMapHead(model, cache.image_size, cache.cut)
         cos: dict[str, float] = {}
-        q = branch_features(head, cache, cache.query, cfg["seq_len"], global_cosine=cos,
-                            without_global=args.without_global)
-        g = branch_features(head, cache, cache.gallery, cfg["seq_len"],
-                            without_global=args.without_global)
+        if cache is not None:
+            head = FeatureMapHead(model, cache.image_size, cache.cut)
+            q = branch_features(head, cache, cache.query, cfg["seq_len"], global_cosine=cos,
+                                without_global=args.without_global)
+            g = branch_features(head, cache, cache.gallery, cfg["seq_len"],
+                                without_global=args.without_global)
+            data = cache
+        else:
+            data = load_dataset(cfg["dataset"])
+            size = (cfg["seq_len"], cfg["height"], cfg["width"])
+            q, g = (frame_branch_features(model, data, tracklets, *size,
+                                          without_global=args.without_global)
+                    for tracklets in (data.query, data.gallery))
         row = {"checkpoint": str(path), "model": cfg["model"], "global_cosine": cos}
         for name in q:
             for metric in ("euclidean", "cosine"):
-                m = rank_features(q[name], g[name], cache.query, cache.gallery, metric=metric)
+                m = rank_features(q[name], g[name], data.query, data.gallery, metric=metric)
                 row[f"{name}/{metric}"] = {"rank1": 100 * m["rank1"], "mAP": 100 * m["mAP"]}
         per_ckpt.append(row)
     keys = [k for k in per_ckpt[0] if "/" in k]

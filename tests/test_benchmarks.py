@@ -254,6 +254,41 @@ def test_branches_on_an_untrained_stgcn(tmp_path):
     assert all(v < 0.999 for k, v in cos.items() if k != "global")
 
 
+def test_branches_from_frames_match_the_evaluation_of_the_model():
+    """Without a cache (fine-tuned runs) every branch is ranked from the frames: the
+    embedding block ranks exactly as stgraph.eval.evaluate ranks the model, and each
+    branch block is that branch's post-BNNeck feature averaged over the tracklet's clips."""
+    import torch
+
+    from stgraph.data import SyntheticReID
+    from stgraph.data.clips import TestClipDataset
+    from stgraph.eval import evaluate, rank_features
+    from stgraph.models import create_model
+
+    data = SyntheticReID(num_train_ids=4, num_test_ids=6, min_frames=2, max_frames=4,
+                         image_size=(64, 32), seed=1)
+    torch.manual_seed(0)
+    model = create_model("stgcn", num_classes=data.num_train_pids, backbone="resnet18",
+                         seq_len=2).double().eval()
+    bench = _load("branches")
+    q, g = (bench.frame_branch_features(model, data, ts, 2, 64, 32, without_global=True)
+            for ts in (data.query, data.gallery))
+    assert set(q) == {"temporal", "spatial", "global", "embedding", "without-global"}
+    torch.testing.assert_close(q["without-global"], torch.cat([q["temporal"], q["spatial"]], 1))
+    want = evaluate(model, data, 2, 64, 32, metric="euclidean", progress=False)
+    got = rank_features(q["embedding"], g["embedding"], data.query, data.gallery,
+                        metric="euclidean")
+    assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-9)
+    # the global block of query tracklet 0: its clips' global post-BNNeck features, averaged
+    clips = TestClipDataset(data, data.query[:1], 2, 64, 32)
+    batch = torch.stack([clips[j]["clip"] for j in range(len(clips))]).double()
+    with torch.no_grad():
+        out = model(batch)
+        i = list(out["branches"]).index("global")
+        want_global = model.necks[i](out["features"][i])[0].mean(dim=0)
+    torch.testing.assert_close(q["global"][0], want_global)
+
+
 def test_inference_quick(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed "
                         "(pip install 'stgraph[export]')")
