@@ -83,14 +83,20 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
     if global_cosine is not None:
         global_cosine.update({k: v / len(clips) for k, v in cos_sums.items()})
     counts = clips.clip_tracklet.bincount(minlength=clips.num_tracklets).unsqueeze(1)
-    out = {name: s / counts for name, s in sums.items()}
-    if without_global:  # the embedding an STGCN without its global branch would rank
+    return _with_combinations({name: s / counts for name, s in sums.items()}, without_global)
+
+
+def _with_combinations(out: dict[str, torch.Tensor],
+                       without_global: bool) -> dict[str, torch.Tensor]:
+    """``out`` plus ``"without-global"`` (with ``without_global``: the other branches
+    concatenated, the embedding an STGCN without its global branch would rank) and, for a
+    model that ranks one of its branches (CTL: V_f^a), ``"all-branches"``."""
+    if without_global:
         rest = [f for name, f in out.items() if name not in ("global", "embedding")]
         if "global" in out and rest:
             out["without-global"] = torch.cat(rest, dim=1)
     branches = [f for name, f in out.items() if name not in ("embedding", "without-global")]
     if sum(f.size(1) for f in branches) != out["embedding"].size(1):
-        # a model that ranks one branch (CTL: V_f^a): all its branches concatenated too
         out["all-branches"] = torch.cat(branches, dim=1)
     return out
 
@@ -130,14 +136,7 @@ def frame_branch_features(model, dataset, tracklets, seq_len: int, height: int, 
                              clips.num_tracklets)
     out = dict(zip(wrapped.widths, feats.split(list(wrapped.widths.values()), dim=1),
                    strict=True))
-    if without_global:
-        rest = [f for name, f in out.items() if name not in ("global", "embedding")]
-        if "global" in out and rest:
-            out["without-global"] = torch.cat(rest, dim=1)
-    branches = [f for name, f in out.items() if name not in ("embedding", "without-global")]
-    if sum(f.size(1) for f in branches) != out["embedding"].size(1):
-        out["all-branches"] = torch.cat(branches, dim=1)
-    return out
+    return _with_combinations(out, without_global)
 
 
 def main(argv: list[str] | None = None) -> dict:
