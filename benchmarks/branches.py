@@ -73,9 +73,7 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
                 if f.shape == raw["global"].shape:
                     cos = F.cosine_similarity(f, raw["global"], dim=1).sum().item()
                     cos_sums[name] = cos_sums.get(name, 0.0) + cos
-        feats = {name: neck(f)[0] for (name, f), neck in
-                 zip(raw.items(), head.model.necks, strict=True)}
-        feats["embedding"] = out["embedding"]
+        feats = _post_bnneck(raw, out["embedding"], head.model.necks)
         for name, f in feats.items():
             if name not in sums:
                 sums[name] = f.new_zeros(clips.num_tracklets, f.size(1))
@@ -84,6 +82,15 @@ def branch_features(head: FeatureMapHead, cache: FeatureCache, tracklets, seq_le
         global_cosine.update({k: v / len(clips) for k, v in cos_sums.items()})
     counts = clips.clip_tracklet.bincount(minlength=clips.num_tracklets).unsqueeze(1)
     return _with_combinations({name: s / counts for name, s in sums.items()}, without_global)
+
+
+def _post_bnneck(raw: dict[str, torch.Tensor], embedding: torch.Tensor,
+                 necks) -> dict[str, torch.Tensor]:
+    """Each branch's feature after its BNNeck (``necks`` in branch order), and the model's
+    ``"embedding"``."""
+    feats = {name: neck(f)[0] for (name, f), neck in zip(raw.items(), necks, strict=True)}
+    feats["embedding"] = embedding
+    return feats
 
 
 def _with_combinations(out: dict[str, torch.Tensor],
@@ -116,9 +123,8 @@ class _AllBranches(torch.nn.Module):
 
     def forward(self, clip, **extra):
         out = self.model(clip, **extra)
-        feats = {name: neck(f)[0] for name, f, neck in
-                 zip(out["branches"], out["features"], self.model.necks, strict=True)}
-        feats["embedding"] = out["embedding"]
+        raw = dict(zip(out["branches"], out["features"], strict=True))
+        feats = _post_bnneck(raw, out["embedding"], self.model.necks)
         self.widths = {name: f.size(1) for name, f in feats.items()}
         return {"embedding": torch.cat(list(feats.values()), dim=1)}
 

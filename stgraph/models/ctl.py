@@ -186,8 +186,8 @@ class CTL(VideoReIDModel):
             (default: :obj:`0.0`, ours: under the partial protocol, at
             initialisation, the gradient :math:`V_f^a` sends into the trained
             tail is 116x the global branch's, nearly orthogonal to it; with 0
-            the global branch ranks 27 % rank-1 on cuhk03-pair1 instead of
-            18 %, and the embedding 35.0 % instead of 29.5 %, 2 seeds)
+            the global branch ranks 27.0 % rank-1 on cuhk03-pair1 instead of
+            18.5 %, and the embedding 35.0 % instead of 29.5 %, 2 seeds)
         normalize_parts (bool): rescale each part of :math:`V_p` entering the
             fusion (both :math:`V_f^a` and :math:`V_f^c`) to the norm of the
             frame's :math:`V_g`, :math:`[V_p]_{:,n} \, \|V_g\| / \|[V_p]_{:,n}\|`,
