@@ -19,6 +19,10 @@ separate models (one query is one point of rank-1), so:
 Each model is evaluated as ``stgraph train`` does (cosine distance, the default) and with
 euclidean distance (the checkpoint re-evaluated, kept in ``metrics_euclidean.json``; runs
 made before cosine became the default ranked by euclidean and keep ``metrics_cosine.json``).
+A run evaluated with the test clips of before issue 20's fix (a tracklet's last clip padded
+by repeating its last frame, ``--last-clip pad``; its metrics have no ``last_clip``) is
+re-evaluated with today's (``"overlap"``) for both distances; the older files are kept as
+``metrics_<distance>_pad.json``, and ``--merge`` takes only runs recorded with today's.
 Every run is one ``stgraph train`` command (printed, and kept in the JSON; run in-process
 through :func:`stgraph.recipe.train` with the command's settings), written to
 ``--runs/<protocol>/<label>/seed<k>``; a run whose ``metrics.json`` exists is read, not
@@ -44,6 +48,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import shlex
@@ -58,10 +63,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timer import machine, save_results  # noqa: E402
 
 from stgraph.config import TrainSettings  # noqa: E402
+from stgraph.data.sampling import test_clip_indices  # noqa: E402
 from stgraph.models import list_models  # noqa: E402
 from stgraph.recipe import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The test clips every figure of the tables is ranked with: stgraph's default last clip.
+LAST_CLIP = inspect.signature(test_clip_indices).parameters["last_clip"].default
 CUHK03 = ROOT.parent / "shared" / "data" / "cuhk03-pair1"
 
 
@@ -104,11 +112,16 @@ def settings_of(cmd: list[str]) -> TrainSettings:
 
 def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
     """The run's checkpoint evaluated with ``metric`` (the distance the run did not rank
-    by), from the cache (through its tail, at the cache's cut) or from the frames; kept in
-    ``metrics_<metric>.json``."""
+    by, or both when the run's own evaluation used other test clips than
+    :data:`LAST_CLIP`), from the cache (through its tail, at the cache's cut) or from the
+    frames; kept in ``metrics_<metric>.json`` (an older one, made with padded last clips,
+    is kept as ``metrics_<metric>_pad.json``)."""
     path = out / f"metrics_{metric}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        kept = json.loads(path.read_text())
+        if kept.get("last_clip", "pad") == LAST_CLIP:
+            return kept
+        path.rename(out / f"metrics_{metric}_{kept.get('last_clip', 'pad')}.json")
     from stgraph.checkpoint import load_checkpoint
     from stgraph.config import load_dataset
     from stgraph.models.base import ranked_by
@@ -120,13 +133,14 @@ def reevaluate(out: Path, cache: str | None, metric: str) -> dict:
 
         fc = FeatureCache(cache)
         head = ranked_by(FeatureMapHead(model, fc.image_size, fc.cut), feature)
-        metrics = evaluate_cached(head, fc, cfg["seq_len"], metric=metric, progress=False)
+        metrics = evaluate_cached(head, fc, cfg["seq_len"], metric=metric, progress=False,
+                                  last_clip=LAST_CLIP)
     else:
         from stgraph.eval import evaluate
 
         metrics = evaluate(ranked_by(model, feature), load_dataset(cfg["dataset"]),
                            cfg["seq_len"], cfg["height"], cfg["width"], metric=metric,
-                           progress=False)
+                           progress=False, last_clip=LAST_CLIP)
     path.write_text(json.dumps(metrics))
     return metrics
 
@@ -139,7 +153,7 @@ CUTS = {"partial": None, "frozen": "end"}  # None: the backbone's default cut
 
 #: What each run's entry in the JSON keeps (enough to rebuild its row with ``--merge``).
 KEPT = ("rank1", "rank5", "mAP", "cos_rank1", "cos_rank5", "cos_mAP", "parameters",
-        "trainable_parameters", "seconds_per_epoch")
+        "trainable_parameters", "seconds_per_epoch", "last_clip")
 
 
 def load_earlier(paths: list[str]) -> dict[str, dict]:
@@ -151,6 +165,11 @@ def load_earlier(paths: list[str]) -> dict[str, dict]:
                 for r in data.get(protocol, [])}
         for entry in data.get("commands", []):
             if "rank1" not in entry:
+                continue
+            if entry.get("last_clip", "pad") != LAST_CLIP:
+                print(f"--merge: not taking {entry['output']} from {path}: ranked with "
+                      f"last_clip={entry.get('last_clip', 'pad')!r}, the tables use "
+                      f"{LAST_CLIP!r} (re-evaluate its checkpoint or run it again)")
                 continue
             entry = {**entry, "from": str(path)}
             # older files keep the size and the time per epoch on the row only
@@ -194,11 +213,12 @@ def run_one(cmd: list[str], out: Path, log: list[dict], cache: str | None = None
     recorded.write_text(entry["command"])
     metrics = json.loads(metrics_file.read_text())
     ranked = metrics.get("metric", "euclidean")  # runs before cosine became the default
-    other = reevaluate(out, cache, "euclidean" if ranked == "cosine" else "cosine")
     own = dict(metrics)  # (metrics is updated below)
-    euc, cos = (own, other) if ranked == "euclidean" else (other, own)
+    euc, cos = ((own if ranked == m and own.get("last_clip", "pad") == LAST_CLIP
+                 else reevaluate(out, cache, m)) for m in ("euclidean", "cosine"))
     metrics.update({k: euc[k] for k in ("rank1", "rank5", "mAP")})
     metrics.update({f"cos_{k}": cos[k] for k in ("rank1", "rank5", "mAP")})
+    metrics["last_clip"] = LAST_CLIP
     entry.update({k: metrics[k] for k in KEPT if k in metrics})
     log.append(entry)
     return metrics

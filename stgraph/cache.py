@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from stgraph.data.base import VideoReIDDataset
-from stgraph.data.sampling import sample_restricted_random, test_clip_indices
+from stgraph.data.sampling import check_last_clip, sample_restricted_random, test_clip_indices
 from stgraph.data.seeding import make_generator
 from stgraph.data.transforms import load_clip_with_keypoints
 from stgraph.models.backbones import backbone_input_norm
@@ -447,13 +447,15 @@ class CachedTestClips(Dataset):
     r"""Every frame of the given cached tracklets as consecutive clips of maps (no flip).
 
     The cached twin of :class:`~stgraph.data.TestClipDataset`
-    (:func:`~stgraph.data.test_clip_indices`: the last clip repeats the last frame).
+    (:func:`~stgraph.data.test_clip_indices`: the last clip is the last ``seq_len``
+    frames, or with ``last_clip="pad"`` the remaining frames padded with the last).
 
     Args:
         cache (FeatureCache): the maps.
         tracklets (list[CachedTracklet]): e.g. ``cache.query``.
         seq_len (int): clip length :math:`T`.
         keypoints (bool): also return keypoints. (default: :obj:`False`)
+        last_clip (str): ``"overlap"`` or ``"pad"``. (default: ``"overlap"``)
 
     Attributes:
         num_tracklets (int), clip_tracklet (LongTensor): as in ``TestClipDataset``.
@@ -463,21 +465,22 @@ class CachedTestClips(Dataset):
           ``keypoints=(T, 17, 3)``.
 
     Raises:
-        ValueError: ``seq_len < 1`` or a tracklet without frames.
+        ValueError: ``seq_len < 1``, a tracklet without frames or an unknown ``last_clip``.
     """
 
     __test__ = False
 
     def __init__(self, cache: FeatureCache, tracklets: Sequence[CachedTracklet], seq_len: int,
-                 keypoints: bool = False) -> None:
+                 keypoints: bool = False, last_clip: str = "overlap") -> None:
         if int(seq_len) < 1:
             raise ValueError(f"CachedTestClips: seq_len must be >= 1, got {seq_len}")
+        check_last_clip(last_clip, "CachedTestClips")
         self.cache, self.keypoints = cache, bool(keypoints)
         self.clips: list[tuple[int, list[int]]] = []
         for n, t in enumerate(tracklets):
             if not t.rows:
                 raise ValueError(f"CachedTestClips: tracklets[{n}] has no frames")
-            for idx in test_clip_indices(len(t.rows), seq_len).tolist():
+            for idx in test_clip_indices(len(t.rows), seq_len, last_clip).tolist():
                 self.clips.append((n, [t.rows[j] for j in idx]))
         self.num_tracklets = len(tracklets)
         self.clip_tracklet = torch.tensor([n for n, _ in self.clips], dtype=torch.long)
@@ -581,7 +584,8 @@ def evaluate_cached(head: FeatureMapHead, cache: FeatureCache, seq_len: int,
                     batch_size: int = 32, device: str | torch.device = "cpu",
                     metric: str = "cosine", pool: str = "mean", workers: int = 0,
                     progress: bool = True, ranks: Sequence[int] = (1, 5, 10, 20),
-                    protocol: str = "torchreid", rerank: bool = False) -> dict:
+                    protocol: str = "torchreid", rerank: bool = False,
+                    last_clip: str = "overlap") -> dict:
     """Query/gallery evaluation from cached maps: :func:`stgraph.eval.evaluate` on a cache.
 
     Every frame of every query and gallery tracklet, unflipped, in consecutive clips;
@@ -593,9 +597,11 @@ def evaluate_cached(head: FeatureMapHead, cache: FeatureCache, seq_len: int,
     keypoints = "keypoints" in head.input_keys
     feats = []
     for name in ("query", "gallery"):
-        clips = CachedTestClips(cache, getattr(cache, name), seq_len, keypoints=keypoints)
+        clips = CachedTestClips(cache, getattr(cache, name), seq_len, keypoints=keypoints,
+                                last_clip=last_clip)
         loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
         feats.append(extract_features(head, loader, clips.num_tracklets, device=device,
                                       pool=pool, progress=progress))
-    return rank_features(*feats, cache.query, cache.gallery, metric=metric, ranks=ranks,
-                         protocol=protocol, rerank=rerank)
+    metrics = rank_features(*feats, cache.query, cache.gallery, metric=metric, ranks=ranks,
+                            protocol=protocol, rerank=rerank)
+    return {**metrics, "last_clip": last_clip}

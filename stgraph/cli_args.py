@@ -134,14 +134,19 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_embedding_args(p: argparse.ArgumentParser) -> None:
-    """How tracklets are embedded: ``--eval-feature``, ``--pool``, ``--test-batch``,
-    ``--workers``, ``--device``, ``--no-progress``."""
+    """How tracklets are embedded: ``--eval-feature``, ``--pool``, ``--last-clip``,
+    ``--test-batch``, ``--workers``, ``--device``, ``--no-progress``."""
     p.add_argument("--eval-feature", default=None, choices=["post-bnneck", "pre-bnneck"],
                    help="the feature ranked: the embedding after the BNNeck (default, Bag of "
                         "Tricks' test feature) or the branch features before it (the "
                         "triplet loss's)")
     p.add_argument("--pool", default="mean", choices=["mean", "max"],
                    help="pooling of clip features per tracklet")
+    p.add_argument("--last-clip", default="overlap", choices=["overlap", "pad"],
+                   help="a test tracklet's last clip when the clip length does not divide its "
+                        "length: its last --seq-len frames (default), or its remaining frames "
+                        "padded by repeating the last one (torchreid's dense sampling, which "
+                        "gives that frame more weight)")
     p.add_argument("--test-batch", type=POSITIVE, default=32, help="clips per test batch")
     p.add_argument("--workers", type=NON_NEGATIVE, default=2,
                    help="data loader worker processes")

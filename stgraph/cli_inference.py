@@ -68,6 +68,7 @@ def run_extract(args: argparse.Namespace) -> int:
     progress = not args.no_progress  # the messages; bars only on a terminal
     if args.frames_dir:
         fx = FeatureExtractor.from_checkpoint(args.checkpoint, device, pool=args.pool,
+                                              last_clip=args.last_clip,
                                               batch_size=args.test_batch,
                                               feature=args.eval_feature,
                                               keypoints_file=args.keypoints,
@@ -80,6 +81,7 @@ def run_extract(args: argparse.Namespace) -> int:
         pids = camids = [-1] * len(tracks)
     else:
         fx = FeatureExtractor.from_checkpoint(args.checkpoint, device, pool=args.pool,
+                                              last_clip=args.last_clip,
                                               batch_size=args.test_batch,
                                               feature=args.eval_feature)
         dataset = load_dataset(dataset_config(args.dataset, args.root, args.split_file,
@@ -96,7 +98,7 @@ def run_extract(args: argparse.Namespace) -> int:
         camids = [t.camid for t in tracklets]
     out = save_features(args.out, feats, pids, camids, names,
                         model=fx.config.get("model", ""), checkpoint=str(args.checkpoint),
-                        pool=args.pool)
+                        pool=args.pool, last_clip=args.last_clip)
     print(f"wrote {out}: {feats.shape[0]} tracklets x {feats.shape[1]} dims "
           f"({fx.num_clips} clips)")
     return 0

@@ -327,6 +327,7 @@ class TrainSettings:
     metric: str = "cosine"
     eval_feature: str | None = None
     pool: str = "mean"
+    last_clip: str = "overlap"
     test_batch: int = 32
     workers: int = 2
     device: str = "auto"
@@ -339,7 +340,7 @@ class TrainSettings:
     #: Settings ``resume`` lets differ from the interrupted run's (they do not change the
     #: weights).
     RESUME_MAY_DIFFER = ("epochs", "resume", "overwrite", "no_progress", "workers",
-                         "check_data")
+                         "check_data", "last_clip")
     #: Settings that hold paths: recorded absolute.
     PATHS = ("root", "split_file", "keypoints", "output", "feature_cache")
 
@@ -375,11 +376,12 @@ class TrainSettings:
 def evaluation_kwargs(settings: Any, device: torch.device | str, progress: bool) -> dict:
     """The keyword arguments of an evaluation (:func:`stgraph.eval.evaluate`,
     :func:`stgraph.cache.evaluate_cached`) from the settings of a run or of ``stgraph
-    evaluate`` / ``plot`` (anything with ``test_batch``, ``metric``, ``pool``, ``workers``,
-    ``protocol``, ``rerank``)."""
+    evaluate`` / ``plot`` (anything with ``test_batch``, ``metric``, ``pool``, ``last_clip``,
+    ``workers``, ``protocol``, ``rerank``)."""
     s = settings
     return dict(batch_size=s.test_batch, device=device, metric=s.metric, pool=s.pool,
-                workers=s.workers, progress=progress, protocol=s.protocol, rerank=s.rerank)
+                workers=s.workers, progress=progress, protocol=s.protocol, rerank=s.rerank,
+                last_clip=s.last_clip)
 
 
 # ------------------------------------------------------------------ checkpoints

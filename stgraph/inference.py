@@ -5,7 +5,8 @@ re-ID embeddings the way :func:`stgraph.eval.evaluate` does for a dataset's test
 tracklets, so the features of a deployed model are those its metrics were measured on:
 
 * every frame of a tracklet, in consecutive clips of ``seq_len`` frames, the last clip
-  padded by repeating the last frame (:func:`~stgraph.data.sampling.test_clip_indices`);
+  its last ``seq_len`` frames (``last_clip="overlap"``) or padded by repeating the last
+  frame (``"pad"``) (:func:`~stgraph.data.sampling.test_clip_indices`);
 * each frame resized to ``height x width`` with PIL's bilinear filter and normalised
   with the ImageNet mean and std (:func:`~stgraph.data.transforms.load_clip`);
 * the clip embeddings (the model's ``"embedding"``, eval mode) pooled per tracklet by
@@ -43,7 +44,7 @@ from stgraph.config import clip_size
 from stgraph.data.base import VideoReIDDataset, to_rgb
 from stgraph.data.clips import TestClipDataset
 from stgraph.data.folders import IMAGE_SUFFIXES
-from stgraph.data.sampling import test_clip_indices
+from stgraph.data.sampling import check_last_clip, test_clip_indices
 from stgraph.data.transforms import load_clip, load_clip_with_keypoints
 from stgraph.eval.features import extract_features
 from stgraph.models.base import ranked_by, takes_keypoints
@@ -147,6 +148,9 @@ class FeatureExtractor:
         width (int): frame width the model takes, in pixels.
         pool (str): pooling of the clip embeddings per tracklet, ``"mean"`` or
             ``"max"``. (default: ``"mean"``, what ``stgraph evaluate`` uses)
+        last_clip (str): a tracklet's last clip, ``"overlap"`` or ``"pad"``
+            (:func:`~stgraph.data.sampling.test_clip_indices`). (default:
+            ``"overlap"``, what ``stgraph evaluate`` uses)
         batch_size (int): clips per forward pass (memory is one batch of clips).
             (default: :obj:`32`, ``stgraph evaluate``'s ``--test-batch``)
         device (str or torch.device): where the clips go. (default: ``"cpu"``)
@@ -168,12 +172,13 @@ class FeatureExtractor:
         num_clips (int): clips embedded by the last call (for throughput figures).
 
     Raises:
-        ValueError: a size < 1, an unknown ``pool``, ``batch_size`` < 1.
+        ValueError: a size < 1, an unknown ``pool`` or ``last_clip``, ``batch_size`` < 1.
         FileNotFoundError, ValueError: a missing or malformed ``keypoints_file``.
     """
 
     def __init__(self, model: nn.Module, *, seq_len: int, height: int, width: int,
                  pool: str = "mean", batch_size: int = 32, device: str | torch.device = "cpu",
+                 last_clip: str = "overlap",
                  keypoints_file: str | os.PathLike | None = None,
                  keypoints_root: str | os.PathLike | None = None,
                  feature: str | None = None) -> None:
@@ -184,9 +189,11 @@ class FeatureExtractor:
         if pool not in _POOLS:
             raise ValueError(f"FeatureExtractor: unknown pool {pool!r}; choose one of: "
                              f"{', '.join(_POOLS)}")
+        check_last_clip(last_clip, "FeatureExtractor")
         self.model = ranked_by(model, feature).eval()
         self.height, self.width, self.seq_len = int(height), int(width), int(seq_len)
         self.pool = pool
+        self.last_clip = last_clip
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.takes_keypoints = takes_keypoints(model)
@@ -301,7 +308,7 @@ class FeatureExtractor:
             length = len(f)
             kps.append(self._keypoints_of(n, None if keypoints is None else keypoints[n],
                                           length))
-            for row in test_clip_indices(length, self.seq_len).tolist():
+            for row in test_clip_indices(length, self.seq_len, self.last_clip).tolist():
                 plan.append((n, row))
         self.num_clips = len(plan)
         source = _TrackletFrames(frames, kps, self._table, table_keys)
@@ -407,7 +414,7 @@ class FeatureExtractor:
         if not tracklets:
             raise ValueError("embed_dataset: no tracklet given")
         clips = TestClipDataset(dataset, tracklets, self.seq_len, self.height, self.width,
-                                keypoints=self.takes_keypoints)
+                                keypoints=self.takes_keypoints, last_clip=self.last_clip)
         self.num_clips = len(clips)
         loader = DataLoader(clips, batch_size=self.batch_size, shuffle=False,
                             num_workers=workers)
@@ -420,7 +427,8 @@ class FeatureExtractor:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({type(self.model).__name__}, "
                 f"size=({self.height}, {self.width}), seq_len={self.seq_len}, "
-                f"pool={self.pool!r}, batch_size={self.batch_size}, device={self.device})")
+                f"pool={self.pool!r}, last_clip={self.last_clip!r}, "
+                f"batch_size={self.batch_size}, device={self.device})")
 
 
 # ------------------------------------------------------------------ features files

@@ -207,6 +207,27 @@ def test_accuracy_quick(capsys, tmp_path):
     assert stgcn["mAP"] == pytest.approx(rows["stgcn"]["mAP"])
     sources = [c.get("from") for c in merged["commands"]]
     assert sources.count(str(first)) == 1 and sources[-1] == str(first)
+    # a run ranked with padded last clips (before they overlapped; its metrics have no
+    # last_clip) is re-evaluated with today's clips for both distances, the old files
+    # kept; an earlier JSON entry made so is not merged
+    for name in ("metrics.json", "metrics_euclidean.json"):
+        old = json.loads((run0 / name).read_text())
+        old.pop("last_clip")
+        old["rank1"] = -1.0  # a figure no evaluation gives: it must not reach the table
+        (run0 / name).write_text(json.dumps(old))
+    stale = json.loads(first.read_text())
+    for c in stale["commands"]:
+        c.pop("last_clip")
+    first.write_text(json.dumps(stale))
+    again = accuracy.main([*args, "--no-run", "--merge", str(first),
+                           "--out", str(tmp_path / "c.json")])
+    again_rows = {r["model"]: r for r in again["partial"]}
+    assert again_rows["tp"]["seeds"] == 2 and again_rows["stgcn"]["seeds"] == 1
+    assert again_rows["tp"]["cos_rank1"] == pytest.approx(rows["tp"]["cos_rank1"])
+    assert again_rows["tp"]["rank1"] == pytest.approx(rows["tp"]["rank1"])
+    assert json.loads((run0 / "metrics_euclidean_pad.json").read_text())["rank1"] == -1.0
+    assert json.loads((run0 / "metrics_cosine.json").read_text())["last_clip"] == "overlap"
+    assert "not taking" in capsys.readouterr().out
 
 
 def test_branches_on_an_untrained_stgcn(tmp_path):

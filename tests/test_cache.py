@@ -20,6 +20,7 @@ from stgraph.cache import (
 )
 from stgraph.cli import main
 from stgraph.data import SyntheticReID, load_clip_with_keypoints
+from stgraph.data import test_clip_indices as clip_indices  # aliased: not a test
 from stgraph.engine import evaluate
 from stgraph.graph import flip_keypoints
 from stgraph.models import create_model
@@ -167,11 +168,20 @@ def test_evaluation_from_the_cache_matches_evaluation_on_frames(data, cache, bac
     assert got["rank1"] == pytest.approx(want["rank1"], abs=1 / want["num_query"] + 1e-9)
 
 
-def test_cached_test_clips_cover_every_frame(cache):
-    clips = CachedTestClips(cache, cache.gallery, 2)
+@pytest.mark.parametrize("last_clip", ["overlap", "pad"])
+def test_cached_test_clips_cover_every_frame(cache, last_clip):
+    clips = CachedTestClips(cache, cache.gallery, 2, last_clip=last_clip)
     lengths = [len(t.rows) for t in cache.gallery]
     assert len(clips) == sum(-(-n // 2) for n in lengths)
     assert clips.clip_tracklet.bincount().tolist() == [-(-n // 2) for n in lengths]
+    # each tracklet's clips are the rows of test_clip_indices, as TestClipDataset's frames
+    for n, t in enumerate(cache.gallery):
+        got = [rows for k, rows in clips.clips if k == n]
+        want = [[t.rows[j] for j in idx] for idx in
+                clip_indices(len(t.rows), 2, last_clip).tolist()]
+        assert got == want
+    with pytest.raises(ValueError, match="CachedTestClips: last_clip must be one of"):
+        CachedTestClips(cache, cache.gallery, 2, last_clip="wrap")
 
 
 @pytest.mark.slow

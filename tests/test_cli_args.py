@@ -4,7 +4,8 @@ import pytest
 
 from stgraph.cli import build_parser
 
-EMBED = ("eval_feature", "pool", "test_batch", "workers", "device", "no_progress")
+EMBED = ("eval_feature", "pool", "last_clip", "test_batch", "workers", "device",
+         "no_progress")
 
 
 def _parse(*argv):
@@ -17,6 +18,8 @@ def test_extract_embeds_with_the_defaults_of_evaluate():
     tr = _parse("train", "--model", "tp", "--dataset", "synthetic", "--output", "o")
     for key in EMBED:
         assert ex[key] == ev[key] == tr[key], key
+    assert ev["last_clip"] == "overlap"
+    assert _parse("evaluate", "--checkpoint", "c", "--last-clip", "pad")["last_clip"] == "pad"
     for key in ("dataset", "root", "split_file", "split_id", "keypoints"):
         assert key in ex and key in ev
 
@@ -24,12 +27,14 @@ def test_extract_embeds_with_the_defaults_of_evaluate():
 @pytest.mark.parametrize("command", [["evaluate", "--checkpoint", "c"],
                                      ["extract", "--checkpoint", "c", "--out", "f"]])
 def test_extract_and_evaluate_refuse_the_same_values(command, capsys):
-    for bad in (["--test-batch", "0"], ["--workers", "-1"], ["--pool", "median"]):
+    for bad in (["--test-batch", "0"], ["--workers", "-1"], ["--pool", "median"],
+                ["--last-clip", "wrap"]):
         with pytest.raises(SystemExit) as e:
             build_parser().parse_args([*command, *bad])
         assert e.value.code == 2
     err = capsys.readouterr().err
     assert "must be >= 1, got 0" in err and "must be >= 0, got -1" in err
+    assert "--last-clip: invalid choice: 'wrap'" in err
 
 
 def test_train_and_cache_share_the_backbone_group_with_their_own_defaults():

@@ -24,18 +24,20 @@ def _model(name):
     return small_model(name, num_classes=2).eval()
 
 
-def _expected(model, data, tracklets, batch_size=5, pool="mean"):
+def _expected(model, data, tracklets, batch_size=5, pool="mean", last_clip="overlap"):
     """What stgraph.engine.evaluate ranks: its _features of the same tracklets."""
-    return _features(model, data, tracklets, T, H, W, batch_size, "cpu", pool, 0, False, "")
+    return _features(model, data, tracklets, T, H, W, batch_size, "cpu", pool, 0, False, "",
+                     last_clip=last_clip)
 
 
-@pytest.mark.parametrize("name", ["tp", "ctl", "stgcn"])
-def test_same_numbers_as_evaluate_from_pil_frames(name, data):
+@pytest.mark.parametrize("name, last_clip", [("tp", "overlap"), ("ctl", "overlap"),
+                                             ("stgcn", "overlap"), ("stgcn", "pad")])
+def test_same_numbers_as_evaluate_from_pil_frames(name, last_clip, data):
     model = _model(name)
     tracklets = data.query + data.gallery
-    assert {len(t.frames) % T for t in tracklets} > {0}  # some last clips are padded
-    expected = _expected(model, data, tracklets)
-    fx = FeatureExtractor(model, seq_len=T, height=H, width=W, batch_size=5)
+    assert {len(t.frames) % T for t in tracklets} > {0}  # some last clips overlap or are padded
+    expected = _expected(model, data, tracklets, last_clip=last_clip)
+    fx = FeatureExtractor(model, seq_len=T, height=H, width=W, batch_size=5, last_clip=last_clip)
     frames = [[data.read_frame(k) for k in t.frames] for t in tracklets]
     keypoints = [np.stack([data.frame_keypoints(k) for k in t.frames]) for t in tracklets]
     got = fx.embed_batch(frames, keypoints=keypoints)
@@ -175,3 +177,18 @@ def test_the_extractor_is_callable_and_takes_the_clip_size_by_name(data):
     with torch.no_grad():
         assert pre(frames).shape[1] == sum(f.shape[1] for f in model(
             torch.zeros(1, T, 3, H, W))["features"])
+
+
+def test_the_last_clip_policy_changes_the_feature_of_a_tracklet_it_concerns(data):
+    """With T = 4, a 5-frame tracklet's last clip is frames 1-4 (overlap) or 4, 4, 4, 4 (pad):
+    for a per-frame model (TP) the features differ; a 4- or 8-frame tracklet is cut the same."""
+    model = _model("tp")
+    tracklets = data.query + data.gallery
+    kw = dict(seq_len=T, height=H, width=W)
+    overlap = FeatureExtractor(model, **kw).embed_dataset(data, tracklets)
+    pad = FeatureExtractor(model, **kw, last_clip="pad").embed_dataset(data, tracklets)
+    for n, t in enumerate(tracklets):
+        same = len(t.frames) % T == 0 or len(t.frames) < T
+        assert torch.allclose(overlap[n], pad[n], atol=1e-6) == same, (n, len(t.frames))
+    with pytest.raises(ValueError, match="FeatureExtractor: last_clip must be one of"):
+        FeatureExtractor(model, **kw, last_clip="wrap")

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stgraph.data.base import Tracklet, VideoReIDDataset
-from stgraph.data.sampling import sample_restricted_random
+from stgraph.data.sampling import check_last_clip, sample_restricted_random, test_clip_indices
 from stgraph.data.seeding import make_generator
 from stgraph.data.transforms import ClipAugment, load_clip, load_clip_with_keypoints
 
@@ -141,10 +141,11 @@ class TestClipDataset(Dataset):
 
     Tracklet :math:`n` with :math:`N_n` frames contributes
     :math:`\lceil N_n / T \rceil` clips (rows of
-    :func:`~stgraph.data.sampling.test_clip_indices`; the last one padded by
-    repeating the last frame). Iterating in batches keeps memory at one batch of
-    clips however long the tracklets are; average the clip features per
-    tracklet with :attr:`clip_tracklet`, e.g.
+    :func:`~stgraph.data.sampling.test_clip_indices`; where :math:`T` does not divide
+    :math:`N_n`, the last one is the tracklet's last :math:`T` frames, or with
+    ``last_clip="pad"`` its remaining frames padded by repeating the last). Iterating
+    in batches keeps memory at one batch of clips however long the tracklets are;
+    average the clip features per tracklet with :attr:`clip_tracklet`, e.g.
     ``feats.new_zeros(n, D).index_add_(0, clip_tracklet, clip_feats)``
     divided by ``clip_tracklet.bincount()``.
 
@@ -156,6 +157,8 @@ class TestClipDataset(Dataset):
         width (int): frame width :math:`W` after resizing.
         keypoints (bool, optional): also return each frame's keypoints, as
             :class:`TrainClipDataset` does. (default: ``False``)
+        last_clip (str, optional): ``"overlap"`` or ``"pad"``
+            (:func:`~stgraph.data.sampling.test_clip_indices`). (default: ``"overlap"``)
 
     Attributes:
         num_tracklets (int): ``len(tracklets)``.
@@ -169,8 +172,8 @@ class TestClipDataset(Dataset):
           float32 with ``keypoints``.
 
     Raises:
-        ValueError: if ``seq_len``, ``height`` or ``width`` < 1, or a tracklet
-            has no frames.
+        ValueError: if ``seq_len``, ``height`` or ``width`` < 1, a tracklet
+            has no frames, or ``last_clip`` is not ``"overlap"`` or ``"pad"``.
     """
 
     # Not a test, despite its name: keep pytest from collecting it where it is imported.
@@ -184,8 +187,11 @@ class TestClipDataset(Dataset):
         height: int,
         width: int,
         keypoints: bool = False,
+        last_clip: str = "overlap",
     ) -> None:
         _check_size(self.__class__.__name__, seq_len, height, width)
+        check_last_clip(last_clip, self.__class__.__name__)
+        self.last_clip = last_clip
         self.dataset = dataset
         self.keypoints = bool(keypoints)
         self.tracklets = list(tracklets)
@@ -219,9 +225,8 @@ class TestClipDataset(Dataset):
         j = int(j) % len(self)
         n = int(self.clip_tracklet[j])
         frames = self.tracklets[n].frames
-        start = int(self._clip_in_tracklet[j]) * self.seq_len
-        idx = torch.arange(start, start + self.seq_len).clamp_(max=len(frames) - 1)
-        keys = [frames[k] for k in idx.tolist()]
+        rows = test_clip_indices(len(frames), self.seq_len, self.last_clip)
+        keys = [frames[k] for k in rows[int(self._clip_in_tracklet[j])].tolist()]
         if self.keypoints:
             clip, kp = load_clip_with_keypoints(self.dataset, keys, self.height, self.width)
             return {"clip": clip, "keypoints": kp, "tracklet": n}
@@ -230,5 +235,6 @@ class TestClipDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.dataset.name}, tracklets={self.num_tracklets}, "
-            f"clips={len(self)}, seq_len={self.seq_len}, size=({self.height}, {self.width}))"
+            f"clips={len(self)}, seq_len={self.seq_len}, size=({self.height}, {self.width}), "
+            f"last_clip={self.last_clip!r})"
         )

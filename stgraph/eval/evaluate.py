@@ -27,7 +27,7 @@ __all__ = ["evaluate", "evaluate_with_distances", "feature_distances", "format_t
 
 
 def _features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
-              workers, progress, desc):
+              workers, progress, desc, last_clip="overlap"):
     from stgraph import distributed
 
     n, shards = len(tracklets), distributed.world_size()
@@ -36,20 +36,21 @@ def _features(model, dataset, tracklets, seq_len, height, width, batch_size, dev
         # and put back in order (each process ends up with every tracklet's feature)
         r = distributed.rank()
         feats = _local_features(model, dataset, tracklets[r::shards], seq_len, height, width,
-                                batch_size, device, pool, workers, progress and r == 0, desc)
+                                batch_size, device, pool, workers, progress and r == 0,
+                                desc, last_clip)
         rows = distributed.all_gather_rows(feats)
         order = torch.cat([torch.arange(k, n, shards) for k in range(shards)])
         out = torch.empty_like(rows)
         out[order.to(rows.device)] = rows
         return out
     return _local_features(model, dataset, tracklets, seq_len, height, width, batch_size, device,
-                           pool, workers, progress, desc)
+                           pool, workers, progress, desc, last_clip)
 
 
 def _local_features(model, dataset, tracklets, seq_len, height, width, batch_size, device, pool,
-                    workers, progress, desc):
+                    workers, progress, desc, last_clip="overlap"):
     clips = TestClipDataset(dataset, tracklets, seq_len, height, width,
-                            keypoints=takes_keypoints(model))
+                            keypoints=takes_keypoints(model), last_clip=last_clip)
     loader = DataLoader(clips, batch_size=batch_size, shuffle=False, num_workers=workers)
     if progress:
         print(f"extracting {desc} features: {len(tracklets)} tracklets, {len(clips)} clips")
@@ -61,17 +62,19 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
              batch_size: int = 32, device: str | torch.device = "cpu", metric: str = "cosine",
              pool: str = "mean", workers: int = 0, progress: bool = True,
              ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
-             rerank: bool = False) -> dict:
+             rerank: bool = False, last_clip: str = "overlap") -> dict:
     """Query/gallery evaluation of a model on ``dataset``: CMC and mAP.
 
-    Every frame of every test tracklet is used, in consecutive ``seq_len``-frame
-    clips; clip embeddings are pooled per tracklet (``pool``); memory is bounded
-    by one batch of clips; a model that takes keypoints (:func:`takes_keypoints`)
-    gets each clip's keypoints. Distances by ``metric``, k-reciprocal re-ranked
-    (:func:`stgraph.eval.re_ranking`, k1 = 20, k2 = 6, lambda = 0.3) with
-    ``rerank``; CMC and mAP under ``protocol`` (:func:`stgraph.eval.evaluate_rank`:
-    ``"torchreid"`` or ``"mars-official"``; the gallery is whatever
-    ``dataset.gallery`` holds, e.g. ``MARS(..., protocol="mars-official")``).
+    Every frame of every test tracklet is used, in consecutive ``seq_len``-frame clips, the
+    last one the tracklet's last ``seq_len`` frames (``last_clip="overlap"``) or padded by
+    repeating its last frame (``"pad"``, torchreid's dense sampling; see
+    :func:`~stgraph.data.sampling.test_clip_indices`); clip embeddings are pooled per
+    tracklet (``pool``); memory is bounded by one batch of clips; a model that takes
+    keypoints (:func:`takes_keypoints`) gets each clip's keypoints. Distances by ``metric``,
+    k-reciprocal re-ranked (:func:`stgraph.eval.re_ranking`, k1 = 20, k2 = 6, lambda = 0.3)
+    with ``rerank``; CMC and mAP under ``protocol`` (:func:`stgraph.eval.evaluate_rank`:
+    ``"torchreid"`` or ``"mars-official"``; the gallery is whatever ``dataset.gallery``
+    holds, e.g. ``MARS(..., protocol="mars-official")``).
 
     In multi-process training (a process group of N > 1 processes, ``torchrun``) every
     process calls it: each embeds every N-th tracklet, the features are gathered and
@@ -81,13 +84,13 @@ def evaluate(model: nn.Module, dataset: VideoReIDDataset, seq_len: int, height: 
     Returns:
         dict with ``rank1``, ``rank5``, ``rank10``, ``rank20`` and ``mAP`` (fractions in
         [0, 1]), ``cmc`` (list, first 50 ranks), ``num_query``, ``num_gallery``,
-        ``num_valid_queries``, ``protocol``, ``rerank``, ``metric``
+        ``num_valid_queries``, ``protocol``, ``rerank``, ``metric``, ``last_clip``
         (:func:`evaluate_with_distances` also returns the distance matrix).
     """
     return evaluate_with_distances(model, dataset, seq_len, height, width,
                                    batch_size=batch_size, device=device, metric=metric,
                                    pool=pool, workers=workers, progress=progress, ranks=ranks,
-                                   protocol=protocol, rerank=rerank)[0]
+                                   protocol=protocol, rerank=rerank, last_clip=last_clip)[0]
 
 
 def evaluate_with_distances(model: nn.Module, dataset: VideoReIDDataset, seq_len: int,
@@ -95,7 +98,8 @@ def evaluate_with_distances(model: nn.Module, dataset: VideoReIDDataset, seq_len
                             device: str | torch.device = "cpu", metric: str = "cosine",
                             pool: str = "mean", workers: int = 0, progress: bool = True,
                             ranks: Iterable[int] = (1, 5, 10, 20), protocol: str = "torchreid",
-                            rerank: bool = False) -> tuple[dict, torch.Tensor]:
+                            rerank: bool = False,
+                            last_clip: str = "overlap") -> tuple[dict, torch.Tensor]:
     """:func:`evaluate`, and the distance matrix it ranked.
 
     Returns:
@@ -103,11 +107,12 @@ def evaluate_with_distances(model: nn.Module, dataset: VideoReIDDataset, seq_len
         (re-ranked with ``rerank``), query and gallery in the dataset's order.
     """
     args = (seq_len, height, width, batch_size, device, pool, workers, progress)
-    qf = _features(model, dataset, dataset.query, *args, desc="query")
-    gf = _features(model, dataset, dataset.gallery, *args, desc="gallery")
+    qf = _features(model, dataset, dataset.query, *args, desc="query", last_clip=last_clip)
+    gf = _features(model, dataset, dataset.gallery, *args, desc="gallery", last_clip=last_clip)
     distmat = feature_distances(qf, gf, metric=metric, rerank=rerank)
-    return rank_distances(distmat, dataset.query, dataset.gallery, metric=metric, ranks=ranks,
-                          protocol=protocol, rerank=rerank), distmat
+    metrics = rank_distances(distmat, dataset.query, dataset.gallery, metric=metric,
+                             ranks=ranks, protocol=protocol, rerank=rerank)
+    return {**metrics, "last_clip": last_clip}, distmat
 
 
 def feature_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "cosine",

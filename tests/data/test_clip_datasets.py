@@ -94,10 +94,11 @@ def test_train_loader_is_reproducible_with_workers(frame_code):
         assert c0.shape == (8, 4, 3, 6, 4)
 
 
-def test_test_dataset_covers_every_frame_in_clips(frame_code):
+@pytest.mark.parametrize("last_clip", ["overlap", "pad"])
+def test_test_dataset_covers_every_frame_in_clips(frame_code, last_clip):
     FrameCodeDataset, decode_frames = frame_code
     ds = FrameCodeDataset(LENGTHS)
-    test = TestClipDataset(ds, ds.train, seq_len=4, height=6, width=4)
+    test = TestClipDataset(ds, ds.train, seq_len=4, height=6, width=4, last_clip=last_clip)
     assert test.num_tracklets == len(LENGTHS)
     assert len(test) == sum(math.ceil(n / 4) for n in LENGTHS)
     assert test.pids.tolist() == list(range(len(LENGTHS)))
@@ -109,8 +110,11 @@ def test_test_dataset_covers_every_frame_in_clips(frame_code):
         assert item["tracklet"] == int(test.clip_tracklet[j])
         seen[item["tracklet"]].append(decode_frames(item["clip"]))
     for n, (length, s) in enumerate(zip(LENGTHS, starts(ds), strict=True)):
-        expected = (clip_indices(length, 4) + s).tolist()
-        assert seen[n] == expected  # clips in order, all frames, last one padded
+        expected = (clip_indices(length, 4, last_clip) + s).tolist()
+        assert seen[n] == expected  # clips in order, all frames, the last as last_clip says
+    ten = starts(ds)[1]  # the 10-frame tracklet: clips 0-3, 4-7 and 6-9 or 8, 9, 9, 9
+    last = {"overlap": [6, 7, 8, 9], "pad": [8, 9, 9, 9]}[last_clip]
+    assert seen[1][-1] == [ten + k for k in last]
 
 
 def test_test_dataset_batches_average_back_per_tracklet(frame_code):
@@ -134,6 +138,8 @@ def test_index_errors_and_bad_sizes(frame_code):
         TrainClipDataset(ds, 0, 4, 4)
     with pytest.raises(ValueError, match="width must be >= 1"):
         TestClipDataset(ds, ds.train, 2, 4, 0)
+    with pytest.raises(ValueError, match="TestClipDataset: last_clip must be one of"):
+        TestClipDataset(ds, ds.train, 2, 4, 4, last_clip="repeat")
 
 
 def test_reprs(frame_code):
@@ -143,5 +149,6 @@ def test_reprs(frame_code):
         "TrainClipDataset(frame_code, len=2, seq_len=4, size=(8, 4), seed=2)"
     )
     assert repr(TestClipDataset(ds, ds.train, 4, 8, 4)) == (
-        "TestClipDataset(frame_code, tracklets=2, clips=3, seq_len=4, size=(8, 4))"
+        "TestClipDataset(frame_code, tracklets=2, clips=3, seq_len=4, size=(8, 4), "
+        "last_clip='overlap')"
     )

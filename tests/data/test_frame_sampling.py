@@ -46,8 +46,8 @@ def test_restricted_random_follows_the_generator():
 
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 300), t=st.integers(1, 40))
-def test_clip_indices_cover_every_frame_once_then_pad(n, t):
-    idx = clip_indices(n, t)
+def test_padded_clips_cover_every_frame_once_then_pad(n, t):
+    idx = clip_indices(n, t, last_clip="pad")
     num_clips = -(-n // t)
     assert idx.shape == (num_clips, t)
     flat = idx.reshape(-1)
@@ -56,10 +56,34 @@ def test_clip_indices_cover_every_frame_once_then_pad(n, t):
     assert (idx[:-1].reshape(-1) < n).all() and len(flat) - n < t, "only the last clip padded"
 
 
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 300), t=st.integers(1, 40))
+def test_overlapping_last_clip_holds_only_real_frames(n, t):
+    idx = clip_indices(n, t)  # the default
+    pad = clip_indices(n, t, last_clip="pad")
+    assert idx.shape == pad.shape
+    assert torch.equal(idx[:-1], pad[:-1]), "every clip but the last as with padding"
+    assert set(idx.reshape(-1).tolist()) == set(range(n)), "every frame, none other"
+    if n >= t:
+        assert torch.equal(idx[-1], torch.arange(n - t, n)), "the last t frames, no repeat"
+    else:
+        assert torch.equal(idx, pad), "a tracklet shorter than a clip is padded"
+
+
 def test_clip_indices_by_hand():
-    assert clip_indices(5, 2).tolist() == [[0, 1], [2, 3], [4, 4]]
-    assert clip_indices(4, 4).tolist() == [[0, 1, 2, 3]]
-    assert clip_indices(1, 3).tolist() == [[0, 0, 0]]
+    assert clip_indices(5, 2).tolist() == [[0, 1], [2, 3], [3, 4]]
+    assert clip_indices(5, 4).tolist() == [[0, 1, 2, 3], [1, 2, 3, 4]]
+    assert clip_indices(5, 2, last_clip="pad").tolist() == [[0, 1], [2, 3], [4, 4]]
+    assert clip_indices(5, 4, last_clip="pad").tolist() == [[0, 1, 2, 3], [4, 4, 4, 4]]
+    for last_clip in ("overlap", "pad"):
+        assert clip_indices(4, 4, last_clip=last_clip).tolist() == [[0, 1, 2, 3]]
+        assert clip_indices(1, 3, last_clip=last_clip).tolist() == [[0, 0, 0]]
+        assert clip_indices(3, 4, last_clip=last_clip).tolist() == [[0, 1, 2, 2]]
+
+
+def test_unknown_last_clip_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"last_clip must be one of 'overlap', 'pad', got 'wrap'"):
+        clip_indices(5, 2, last_clip="wrap")
 
 
 @pytest.mark.parametrize("fn", ["restricted", "clips"])
