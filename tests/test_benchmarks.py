@@ -405,3 +405,42 @@ def test_plot_curves_reads_the_evaluated_epochs(tmp_path):
         import matplotlib.pyplot as plt
 
         assert plt.get_fignums() == []
+
+
+def test_last_clip_ways_match_the_library_and_weighting_gives_the_frame_mean():
+    """benchmarks/last_clip.py: its "pad" and "overlap" features are what the library's
+    evaluation ranks; weighting TP's padded clips by their distinct frames gives the mean
+    over every frame (the features at seq_len 1) when the padded clip is one frame
+    repeated (length = 1 mod 3), and not when it holds two (the repeated one counts twice)."""
+    import torch
+
+    from stgraph.data import SyntheticReID
+    from stgraph.eval import evaluate, rank_features
+    from stgraph.models import create_model
+
+    data = SyntheticReID(num_train_ids=4, num_test_ids=6, min_frames=3, max_frames=7,
+                         image_size=(64, 32), seed=2)
+    assert {len(t.frames) % 3 for t in data.query} > {0}  # some last clips differ
+    torch.manual_seed(0)
+    bench = _load("last_clip")
+    for name in ("tp", "stgcn"):
+        kw = {"seq_len": 3} if name == "stgcn" else {}
+        model = create_model(name, num_classes=data.num_train_pids, backbone="resnet18",
+                             **kw).double().eval()
+        for last_clip in ("pad", "overlap"):
+            q, g = (bench.tracklet_features(model, data, ts, 3, 64, 32, last_clip, False)
+                    for ts in (data.query, data.gallery))
+            got = rank_features(q, g, data.query, data.gallery)
+            want = evaluate(model, data, 3, 64, 32, progress=False, last_clip=last_clip)
+            assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-6), (name, last_clip)
+    tp = create_model("tp", num_classes=data.num_train_pids, backbone="resnet18").double()
+    tp.eval()
+    weighted = bench.tracklet_features(tp, data, data.query, 3, 64, 32, "pad", True)
+    frame_mean = bench.tracklet_features(tp, data, data.query, 1, 64, 32, "pad", False)
+    padded = bench.tracklet_features(tp, data, data.query, 3, 64, 32, "pad", False)
+    lengths = [len(t.frames) for t in data.query]
+    assert {n % 3 for n in lengths} == {0, 1, 2}
+    for n, length in enumerate(lengths):
+        exact = length % 3 in (0, 1)
+        assert torch.allclose(weighted[n], frame_mean[n], atol=1e-5) == exact, length
+        assert torch.allclose(padded[n], frame_mean[n], atol=1e-5) == (length % 3 == 0), length
