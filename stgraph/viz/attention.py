@@ -197,7 +197,7 @@ def plot_model_attention(model: Any, clips: Any, *, keypoints: Any = None,
     Args:
         model (VideoReIDModel): a model with attention (see
             :func:`stgraph.models.base.models_with_attention`), e.g. from
-            :func:`stgraph.cli.load_checkpoint`.
+            :func:`stgraph.checkpoint.load_checkpoint`.
         clips (Tensor): normalised clips :math:`(B, T, 3, H, W)` (as the clip datasets give).
         keypoints (Tensor, optional): :math:`(B, T, 17, 3)`, passed on to models that take
             them (their ``input_keys``).

@@ -98,7 +98,7 @@ def plot_model_graph(model: Any, clips: Any, what: str, *, keypoints: Any = None
 
     Args:
         model (nn.Module): a model with dense graph layers, e.g. from
-            :func:`stgraph.cli.load_checkpoint`; it is run in eval mode.
+            :func:`stgraph.checkpoint.load_checkpoint`; it is run in eval mode.
         clips (Tensor): normalised clips :math:`(B, T, 3, H, W)` (as the clip datasets give).
         what (str): one of :data:`MODEL_PLOTS`.
         keypoints (Tensor, optional): :math:`(B, T, 17, 3)` for models that take them.
